@@ -1,0 +1,1 @@
+"""The wire contract between meters and the cloud bridge: topics and payloads, version 1."""

@@ -1,0 +1,65 @@
+# Two set-up commands: `make demo` and `make test`. Everything they need is installed by `make install`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+EXTRAS ?= edge,cloud,dev
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+comma := ,
+
+.PHONY: install install-system install-train demo test lint bench bench-digits bench-reading bench-agent \
+        bench-bridge train clean
+
+install: install-system $(STAMP)
+
+# System packages: Mosquitto (broker for tests and the demo). As root we install it; otherwise we say how.
+install-system:
+	@if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing mosquitto (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
+	  else \
+	    echo "error: mosquitto is missing. Install it with: sudo apt-get install mosquitto" >&2; exit 1; \
+	  fi; \
+	fi
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, this is " + sys.version' 
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
+	@touch $@
+
+install-train:
+	$(MAKE) install EXTRAS=edge,cloud,dev,train
+
+demo: install
+	$(BIN)/python -m demo.run
+
+test: install
+	@set +e; $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy contract edge cloud_bridge training bench demo
+
+train: install-train
+	$(BIN)/python -m training.train --out models/
+
+bench: bench-digits bench-reading bench-agent bench-bridge
+
+bench-digits: install
+	$(BIN)/python -m bench.digits
+
+bench-reading: install
+	$(BIN)/python -m bench.reading
+
+bench-agent: install
+	$(BIN)/python -m bench.agent
+
+bench-bridge: install
+	$(BIN)/python -m bench.bridge
+
+clean:
+	rm -rf demo-out bench-out build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,92 @@
+"""Turn raw MQTT bytes into a Reading or a Refusal with a reason. Never raises."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from contract import topics
+from contract.payloads import CONTRACT_VERSION, MAX_PAYLOAD_BYTES, Reading
+
+RefusalReason = Literal[
+    "oversized",
+    "bad_json",
+    "not_an_object",
+    "unknown_version",
+    "missing_field",
+    "bad_value",
+    "bad_device_id",
+    "bad_field",
+    "device_id_mismatch",
+    "bad_topic",
+]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a payload was not accepted; `detail` is safe to log (no payload echo beyond field names)."""
+
+    reason: RefusalReason
+    detail: str
+    device_id: str | None = None
+    seq: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}"
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(root)"
+
+
+def parse_reading(payload: bytes, topic: str | None = None) -> Reading | Refusal:
+    """Validate a reading payload (and, when given, that the topic names the same device)."""
+    device_from_topic: str | None = None
+    if topic is not None:
+        parsed = topics.parse_device_topic(topic)
+        if parsed is None or parsed.kind != topics.READING:
+            return Refusal("bad_topic", f"not a reading topic: {topic[:200]!r}")
+        device_from_topic = parsed.device_id
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        return Refusal(
+            "oversized", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}", device_id=device_from_topic
+        )
+    try:
+        data = json.loads(payload)
+    except (ValueError, RecursionError) as exc:
+        return Refusal("bad_json", str(exc)[:200], device_id=device_from_topic)
+    if not isinstance(data, dict):
+        return Refusal("not_an_object", f"JSON {type(data).__name__}, expected an object",
+                       device_id=device_from_topic)
+    seq = data.get("seq") if isinstance(data.get("seq"), int) else None
+    if "v" not in data:
+        return Refusal("missing_field", "v", device_id=device_from_topic, seq=seq)
+    if data["v"] != CONTRACT_VERSION or isinstance(data["v"], bool):
+        return Refusal("unknown_version", f"v={str(data['v'])[:20]!r}, this bridge reads v{CONTRACT_VERSION}",
+                       device_id=device_from_topic, seq=seq)
+    payload_id = data.get("device_id")
+    if isinstance(payload_id, str) and not topics.is_valid_device_id(payload_id):
+        return Refusal("bad_device_id", f"device_id does not match {topics.DEVICE_ID_PATTERN}",
+                       device_id=device_from_topic, seq=seq)
+    if device_from_topic is not None and isinstance(payload_id, str) and payload_id != device_from_topic:
+        return Refusal("device_id_mismatch", f"topic says {device_from_topic}, payload says {payload_id}",
+                       device_id=device_from_topic, seq=seq)
+    try:
+        return Reading.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = _field_path(err["loc"])
+        if err["type"] == "missing":
+            reason: RefusalReason = "missing_field"
+        elif where == "value":
+            reason = "bad_value"
+        elif where == "device_id":
+            reason = "bad_device_id"
+        else:
+            reason = "bad_field"
+        return Refusal(reason, f"{where}: {err['msg']}"[:300], device_id=device_from_topic or (
+            payload_id if isinstance(payload_id, str) and topics.is_valid_device_id(payload_id) else None),
+            seq=seq)

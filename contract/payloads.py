@@ -1,0 +1,230 @@
+"""Pydantic models of every payload in the MQTT contract, version 1.
+
+Serialisation is canonical (fixed field order, compact separators, UTC times with a `Z`), so a Reading
+that is parsed and dumped again gives the same bytes: the outbox can republish a reading byte for byte.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
+
+from contract.topics import DEVICE_ID_PATTERN
+
+CONTRACT_VERSION = 1
+MAX_PAYLOAD_BYTES = 16 * 1024
+
+VALUE_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,6})?$"
+_VALUE_RE = re.compile(VALUE_PATTERN)
+
+
+def _to_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("time must carry a time zone (UTC ISO 8601, e.g. 2026-11-24T17:00:00Z)")
+    return value.astimezone(UTC)
+
+
+def format_utc(value: datetime) -> str:
+    """ISO 8601 in UTC with a trailing Z; microseconds only when there are any."""
+    value = _to_utc(value)
+    spec = "%Y-%m-%dT%H:%M:%S.%fZ" if value.microsecond else "%Y-%m-%dT%H:%M:%SZ"
+    return value.strftime(spec)
+
+
+UtcTime = Annotated[datetime, PlainSerializer(format_utc, return_type=str, when_used="json")]
+
+
+class _Strict(BaseModel):
+    """Unknown keys are refused: a typo in a producer fails loudly instead of vanishing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def to_json_bytes(self) -> bytes:
+        return self.model_dump_json().encode("utf-8")
+
+
+class Digit(_Strict):
+    """One wheel as the model saw it: `v` digit reached (0-9) or "N", `f` position, `p` confidence."""
+
+    v: int | Literal["N"]
+    f: float | None = Field(default=None, ge=0.0, lt=10.0)
+    p: float = Field(ge=0.0, le=1.0)
+
+    @field_validator("v")
+    @classmethod
+    def _digit_range(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 0 <= v <= 9:
+            raise ValueError("digit must be 0-9 or 'N'")
+        return v
+
+
+Status = Literal["ok", "suspect", "error"]
+
+
+class Reading(_Strict):
+    """One meter reading as the device publishes it on `meters/{device_id}/reading`."""
+
+    v: Literal[1] = 1
+    device_id: str = Field(pattern=f"^{DEVICE_ID_PATTERN}$")
+    seq: int = Field(ge=0, le=2**63 - 1)
+    taken_at: UtcTime
+    value: str | None = Field(default=None, pattern=VALUE_PATTERN)
+    unit: Literal["m3"] = "m3"
+    status: Status
+    reason: str | None = Field(default=None, max_length=500)
+    confidence: float = Field(ge=0.0, le=1.0)
+    digits: list[Digit] = Field(default_factory=list, max_length=32)
+    model: str = Field(default="", max_length=128)
+
+    @field_validator("taken_at")
+    @classmethod
+    def _utc(cls, v: datetime) -> datetime:
+        return _to_utc(v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Reading:
+        if self.status == "ok" and (self.value is None or self.reason is not None):
+            raise ValueError("an ok reading has a value and no reason")
+        if self.status != "ok" and not self.reason:
+            raise ValueError(f"a {self.status} reading needs a reason")
+        return self
+
+    def decimal_value(self) -> Decimal | None:
+        return None if self.value is None else Decimal(self.value)
+
+
+AckState = Literal["stored", "duplicate", "rejected"]
+
+
+class Ack(_Strict):
+    """The bridge's answer on `meters/{device_id}/ack`."""
+
+    seq: int | None = None
+    state: AckState
+    reason: str | None = None
+
+
+DeviceStatus = Literal["online", "offline"]
+
+
+class Telemetry(_Strict):
+    """Retained device health on `meters/{device_id}/telemetry`."""
+
+    uptime_s: float = Field(ge=0)
+    outbox_depth: int = Field(ge=0)
+    outbox_dropped: int = Field(default=0, ge=0)
+    last_error: str | None = None
+    cpu_temp_c: float | None = None
+    free_disk_bytes: int | None = None
+    disk_full: bool = False
+    model: str = ""
+    version: str = ""
+    last_seq: int | None = None
+    commands_refused: int = Field(default=0, ge=0)
+    at: UtcTime
+
+
+class SetValueCommand(_Strict):
+    """`meters/{id}/cmd/set-value`: the installer confirms the meter's current value."""
+
+    value: str = Field(pattern=VALUE_PATTERN)
+    at: UtcTime | None = None
+
+
+class LastReading(_Strict):
+    seq: int
+    taken_at: UtcTime
+    stored_at: UtcTime
+    value: str | None
+    status: Status
+    reason: str | None = None
+
+
+class BindingView(_Strict):
+    """A binding as operators may see it: the payer code masked."""
+
+    meter_serial: str
+    kind: Literal["cold", "hot"]
+    payer_masked: str
+    since: UtcTime
+
+
+class SubmissionView(_Strict):
+    period: str
+    state: str
+    value: str | None = None
+    reason: str | None = None
+
+
+class LoyaltyView(_Strict):
+    period: str
+    points: int
+    state: str
+
+
+class DeviceState(_Strict):
+    """Retained on `bridge/devices/{device_id}/state` for any MQTT dashboard."""
+
+    device_id: str
+    online: bool | None = None
+    last_reading: LastReading | None = None
+    age_s: float | None = None
+    stale: bool = False
+    binding: BindingView | None = None
+    submission: SubmissionView | None = None
+    loyalty: LoyaltyView | None = None
+    at: UtcTime
+
+
+class FleetCounts(_Strict):
+    """Retained on `bridge/fleet`."""
+
+    devices: int
+    online: int
+    offline: int
+    stale: int
+    suspect_last_day: int
+    submitted_this_period: int = 0
+    needs_attention: int = 0
+    period: str | None = None
+    at: UtcTime
+
+
+class DeadLetter(_Strict):
+    """What the bridge refused and why, on `bridge/deadletter`. Never carries a payer code."""
+
+    topic: str
+    reason: str
+    detail: str | None = None
+    device_id: str | None = None
+    seq: int | None = None
+    size: int
+    at: UtcTime
+
+
+def mask_payer(code: str) -> str:
+    """`0123456789` -> `******6789`."""
+    return "*" * max(0, len(code) - 4) + code[-4:]
+
+
+def dump(model: BaseModel) -> bytes:
+    return model.model_dump_json().encode("utf-8")
+
+
+def json_ready(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json")
+
+
+def is_decimal_string(value: str) -> bool:
+    return bool(_VALUE_RE.match(value))

@@ -1,0 +1,100 @@
+"""MQTT topic names of contract v1, built and parsed in one place."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+DEVICE_ID_PATTERN = r"[A-Za-z0-9_-]{1,64}"
+_DEVICE_ID_RE = re.compile(rf"^{DEVICE_ID_PATTERN}$")
+
+METERS = "meters"
+BRIDGE = "bridge"
+HA_DISCOVERY_PREFIX = "homeassistant"
+
+# What a device publishes under meters/{id}/...
+READING = "reading"
+STATUS = "status"
+TELEMETRY = "telemetry"
+# What others publish to it.
+ACK = "ack"
+CMD = "cmd"
+COMMANDS = ("capture", "reload", "set-value")
+
+BRIDGE_FLEET = f"{BRIDGE}/fleet"
+BRIDGE_DEADLETTER = f"{BRIDGE}/deadletter"
+BRIDGE_SHARED_GROUP = "bridge"
+
+
+def is_valid_device_id(device_id: str) -> bool:
+    """A device id becomes a topic level, a broker user, a client id and an HA object id."""
+    return bool(_DEVICE_ID_RE.match(device_id))
+
+
+def _check(device_id: str) -> str:
+    if not is_valid_device_id(device_id):
+        raise ValueError(f"device id {device_id!r} does not match {DEVICE_ID_PATTERN}")
+    return device_id
+
+
+def reading(device_id: str) -> str:
+    return f"{METERS}/{_check(device_id)}/{READING}"
+
+
+def status(device_id: str) -> str:
+    return f"{METERS}/{_check(device_id)}/{STATUS}"
+
+
+def telemetry(device_id: str) -> str:
+    return f"{METERS}/{_check(device_id)}/{TELEMETRY}"
+
+
+def ack(device_id: str) -> str:
+    return f"{METERS}/{_check(device_id)}/{ACK}"
+
+
+def cmd(device_id: str, name: str) -> str:
+    return f"{METERS}/{_check(device_id)}/{CMD}/{name}"
+
+
+def cmd_wildcard(device_id: str) -> str:
+    return f"{METERS}/{_check(device_id)}/{CMD}/+"
+
+
+def device_state(device_id: str) -> str:
+    return f"{BRIDGE}/devices/{_check(device_id)}/state"
+
+
+def shared_readings(group: str = BRIDGE_SHARED_GROUP) -> str:
+    """The subscription N bridge workers share, so each reading reaches one of them."""
+    return f"$share/{group}/{METERS}/+/{READING}"
+
+
+ALL_READINGS = f"{METERS}/+/{READING}"
+ALL_STATUS = f"{METERS}/+/{STATUS}"
+
+
+def ha_config(component: str, device_id: str, object_id: str) -> str:
+    return f"{HA_DISCOVERY_PREFIX}/{component}/{_check(device_id)}/{object_id}/config"
+
+
+@dataclass(frozen=True)
+class DeviceTopic:
+    """A parsed `meters/{device_id}/{kind}[/{name}]` topic."""
+
+    device_id: str
+    kind: str
+    name: str | None = None
+
+
+def parse_device_topic(topic: str) -> DeviceTopic | None:
+    """Parse a device topic; None for anything that is not one (wrong root, bad id, unknown kind)."""
+    parts = topic.split("/")
+    if len(parts) < 3 or parts[0] != METERS or not is_valid_device_id(parts[1]):
+        return None
+    device_id, kind = parts[1], parts[2]
+    if kind == CMD and len(parts) == 4 and parts[3]:
+        return DeviceTopic(device_id, kind, parts[3])
+    if len(parts) == 3 and kind in (READING, STATUS, TELEMETRY, ACK):
+        return DeviceTopic(device_id, kind)
+    return None

@@ -1,0 +1,71 @@
+"""The device's config: `config/edge.toml` overridden by `EDGE_*` variables (nested with `__`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from contract.settings import ConfigError, Section, TomlEnvSettings, load_settings
+from contract.topics import DEVICE_ID_PATTERN
+
+DEFAULT_CONFIG = Path("config/edge.toml")
+
+__all__ = ["ConfigError", "EdgeConfig", "load_edge_config"]
+
+
+class CaptureConfig(Section):
+    backend: Literal["picamera2", "opencv", "folder", "simulator"] = Field(
+        "simulator", description="Where frames come from.")
+    source: str = Field(
+        "", description="opencv: device index or path; folder: a folder of frames; simulator: a seed.")
+    loop: bool = Field(False, description="folder: start over at the end instead of stopping.")
+    width: int = Field(1280, ge=64, le=8192, description="Capture width (picamera2/opencv).")
+    height: int = Field(960, ge=64, le=8192, description="Capture height (picamera2/opencv).")
+
+
+class LedConfig(Section):
+    pin: int = Field(0, ge=0, le=40, description="BCM pin of the flash LED; 0: no LED.")
+    warmup_s: float = Field(0.3, ge=0, le=10, description="Seconds the LED is on before the capture.")
+
+
+class MqttConfig(Section):
+    host: str = Field("127.0.0.1", description="Broker host.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port.")
+    username: str | None = Field(None, description="Broker user (default: none, or device_id with a password).")
+    password_file: str | None = Field(
+        None, description="File with the broker password ($CREDENTIALS_DIRECTORY-relative under systemd).")
+    ca_file: str | None = Field(None, description="CA certificate; set: connect with TLS.")
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive.")
+    max_inflight: int = Field(20, ge=1, le=1000, description="Readings in flight while draining the outbox.")
+
+
+class ReadingConfig(Section):
+    max_rate_m3_per_h: float = Field(
+        3.0, gt=0, le=1000, description="Highest plausible flow; a faster rise is refused.")
+
+
+class EdgeConfig(TomlEnvSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="EDGE_", env_nested_delimiter="__", extra="forbid", case_sensitive=False)
+
+    device_id: str = Field("meter-demo", pattern=f"^{DEVICE_ID_PATTERN}$", description="This device's id.")
+    state_dir: Path = Field(Path("state"), description="Outbox, previous value, folder position.")
+    interval_s: float = Field(3600.0, gt=0, description="Seconds between cycles (may be fractional).")
+    telemetry_interval_s: float = Field(300.0, gt=0, description="Seconds between telemetry messages.")
+    ack_timeout_s: float = Field(60.0, gt=0, description="Republish a reading the bridge has not acked.")
+    layout: Path = Field(Path("layout.toml"), description="Layout written by `meter-edge calibrate`.")
+    model: str = Field("", description="Digit model (.tflite); empty: the bundled one.")
+    capture: CaptureConfig = Field(default_factory=CaptureConfig)  # type: ignore[arg-type]
+    led: LedConfig = Field(default_factory=LedConfig)  # type: ignore[arg-type]
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)  # type: ignore[arg-type]
+    reading: ReadingConfig = Field(default_factory=ReadingConfig)  # type: ignore[arg-type]
+
+
+def load_edge_config(path: Path | None = None) -> EdgeConfig:
+    """Load the config from `path` (default config/edge.toml when it exists) and the environment."""
+    if path is None and DEFAULT_CONFIG.is_file():
+        path = DEFAULT_CONFIG
+    return load_settings(EdgeConfig, path, "EDGE_")

@@ -1,0 +1,68 @@
+"""Fixtures shared by the whole suite: the shared data folder, a private Mosquitto, PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cloud_bridge.broker import MosquittoBroker
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path:
+    """../shared beside the repo (CI puts it there); METER_SHARED_DIR overrides."""
+    return Path(os.environ.get("METER_SHARED_DIR", REPO_ROOT.parent / "shared")).resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    data = shared_dir() / "data"
+    if not (data / "digits" / "labels.csv").is_file():
+        pytest.skip(f"shared data not found at {data} (set METER_SHARED_DIR)")
+    return data
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    """A private anonymous Mosquitto on a free loopback port, with the project's config."""
+    with MosquittoBroker(tmp_path / "broker") as b:
+        yield b
+
+
+@pytest.fixture
+def auth_broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    """A private Mosquitto with the project's password file and ACL switched on."""
+    with MosquittoBroker(tmp_path / "broker", auth=True) as b:
+        yield b
+
+
+PG_ADMIN_URL = os.environ.get("METER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    admin = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"meter_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sqlalchemy.exc.OperationalError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc.orig}")
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.dispose()

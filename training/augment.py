@@ -1,0 +1,92 @@
+"""What a camera at a meter does to a digit crop, applied at random during training.
+
+Geometry and blur work on the original crop (before the one shared resize, so the model sees the
+pixels the device will feed it); colour, glare, noise and JPEG work on the resized batch. Vertical
+shifts stay within about one model pixel: moving a wheel up or down changes where it stands.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from edge.infer.preprocess import to_model_input
+
+
+def geometric(img: np.ndarray, rng: np.random.Generator, out_h: int = 32) -> np.ndarray:
+    """Small rotation, horizontal shift, crop aspect change and at most ~1 model pixel vertical shift."""
+    h, w = img.shape[:2]
+    if rng.random() < 0.25:
+        return img
+    angle = rng.normal(0.0, 2.0)
+    sx = rng.uniform(0.85, 1.15)  # different crop widths around the digit
+    sy = rng.uniform(0.96, 1.04)
+    tx = rng.uniform(-0.08, 0.08) * w
+    ty = rng.uniform(-1.0, 1.0) * h / out_h
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    m[0, :2] = m[0, :2] * sx
+    m[1, :2] = m[1, :2] * sy
+    m[0, 2] += (1 - sx) * w / 2 + tx
+    m[1, 2] += (1 - sy) * h / 2 + ty
+    return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def blur(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    r = rng.random()
+    if r < 0.12:
+        sigma = rng.uniform(0.4, 1.2) * max(img.shape[0], 32) / 32
+        return cv2.GaussianBlur(img, (0, 0), sigma)
+    if r < 0.18:  # motion blur, mostly vertical (a wheel turning, a shaking camera)
+        k = int(rng.integers(3, 6))
+        kernel = np.zeros((k, k), np.float32)
+        if rng.random() < 0.7:
+            kernel[:, k // 2] = 1.0 / k
+        else:
+            kernel[k // 2, :] = 1.0 / k
+        return cv2.filter2D(img, -1, kernel)
+    return img
+
+
+def photometric(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Brightness, contrast, colour cast, gamma, grayscale, glare spots, noise; on float 0..255 NHWC."""
+    n, h, w, _ = batch.shape
+    x = batch.copy()
+    mean = x.mean(axis=(1, 2, 3), keepdims=True)
+    contrast = rng.uniform(0.6, 1.4, (n, 1, 1, 1))
+    bright = rng.normal(0.0, 25.0, (n, 1, 1, 1))
+    cast = rng.uniform(0.85, 1.15, (n, 1, 1, 3))
+    x = (x - mean) * contrast + mean + bright
+    x = x * cast
+    gamma = rng.uniform(0.75, 1.33, (n, 1, 1, 1))
+    x = 255.0 * (np.clip(x, 0, 255) / 255.0) ** gamma
+    gray = np.asarray(rng.random(n) < 0.08)
+    if gray.any():
+        x[gray] = x[gray].mean(axis=3, keepdims=True)
+    glare = np.flatnonzero(rng.random(n) < 0.10)
+    if glare.size:
+        yy, xx = np.mgrid[0:h, 0:w]
+        for i in glare:
+            cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+            r = rng.uniform(1.5, 5.0)
+            amp = rng.uniform(60, 200)
+            spot = amp * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+            x[i] += spot[:, :, None]
+    noise = rng.uniform(0, 6.0, (n, 1, 1, 1))
+    x = x + rng.normal(0.0, 1.0, x.shape) * noise
+    x = np.clip(x, 0, 255)
+    jpeg = np.flatnonzero(rng.random(n) < 0.2)
+    for i in jpeg:
+        q = int(rng.integers(25, 80))
+        ok, enc = cv2.imencode(".jpg", x[i].astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, q])
+        dec = cv2.imdecode(enc, cv2.IMREAD_UNCHANGED) if ok else None
+        if dec is not None:
+            x[i] = dec.reshape(h, w, -1)
+    return x.astype(np.float32)
+
+
+def augmented_batch(
+    crops: list[np.ndarray], rng: np.random.Generator, width: int, height: int, color: str = "RGB"
+) -> np.ndarray:
+    """Augment BGR crops and run them through the shared preprocessing into a float batch."""
+    moved = [blur(geometric(c, rng, height), rng) for c in crops]
+    return photometric(to_model_input(moved, width, height, color), rng)

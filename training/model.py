@@ -1,0 +1,32 @@
+"""The digit network: a small CNN over RGB 20x32 with 100 output classes (wheel position 0.0–9.9).
+
+Flatten, not global pooling, before the dense layers: where the digits sit vertically in the window
+is what tells 3.2 from 3.7.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def build_model(width: int = 20, height: int = 32, classes: int = 100, filters: tuple[int, ...] = (16, 32, 48),
+                dense: int = 128, dropout: float = 0.3) -> Any:
+    import keras
+    from keras import layers
+
+    inp = keras.Input(shape=(height, width, 3), name="image")
+    x = layers.Rescaling(1.0 / 255.0)(inp)
+    for i, f in enumerate(filters):
+        x = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"conv{i + 1}")(x)
+        x = layers.BatchNormalization(name=f"bn{i + 1}")(x)
+        x = layers.ReLU()(x)
+        x = layers.MaxPooling2D(2)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dropout(dropout)(x)
+    x = layers.Dense(dense, name="fc")(x)
+    x = layers.BatchNormalization(name="bn_fc")(x)
+    x = layers.ReLU()(x)
+    x = layers.Dropout(dropout / 2)(x)
+    logits = layers.Dense(classes, name="logits")(x)
+    out = layers.Softmax(name="probs")(logits)
+    return keras.Model(inp, out, name="digits_c100")

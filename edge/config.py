@@ -24,6 +24,11 @@ class CaptureConfig(Section):
     loop: bool = Field(False, description="folder: start over at the end instead of stopping.")
     width: int = Field(1280, ge=64, le=8192, description="Capture width (picamera2/opencv).")
     height: int = Field(960, ge=64, le=8192, description="Capture height (picamera2/opencv).")
+    sim_start: str = Field(
+        "", description="simulator: UTC time of the first frame (ISO 8601); empty: now, rounded down to the hour.")
+    sim_step_s: float = Field(3600.0, gt=0, description="simulator: simulated seconds between two frames.")
+    sim_faults: Literal["default", "none", "heavy"] = Field(
+        "default", description="simulator: camera fault mix (default: about a fifth of the frames).")
 
 
 class LedConfig(Section):

@@ -1,0 +1,118 @@
+"""The bridge's config: `config/bridge.toml` overridden by `BRIDGE_*` variables (nested with `__`).
+
+One small model per section; unknown keys are an error (contract.settings.Section), so a typo fails at
+start. Secrets (broker password, API tokens) are read from files named here, never written in the TOML.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from contract.settings import ConfigError, Section, TomlEnvSettings, load_settings
+
+DEFAULT_CONFIG = Path("config/bridge.toml")
+
+__all__ = ["BridgeConfig", "ConfigError", "load_bridge_config"]
+
+
+class MqttSection(Section):
+    host: str = Field("127.0.0.1", description="Broker host.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port.")
+    username: str | None = Field(None, description="Broker user; none: connect without credentials (loopback).")
+    password_file: str | None = Field(None, description="File with the bridge's broker password.")
+    ca_file: str | None = Field(None, description="CA certificate; set: connect with TLS.")
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive.")
+    client_id_prefix: str = Field(
+        "bridge", pattern=r"^[A-Za-z0-9_-]{1,40}$",
+        description="Worker i connects as `<prefix>-<i>`: the same id across restarts keeps its session.")
+    session_expiry_s: int = Field(
+        7 * 24 * 3600, ge=60, description="How long the broker keeps a stopped worker's session and queue.")
+    shared_group: str = Field("bridge", pattern=r"^[A-Za-z0-9_-]{1,40}$", description="Shared subscription group.")
+
+
+class BillingSection(Section):
+    url: str = Field("http://127.0.0.1:8080", description="Billing API base URL.")
+    token_file: str | None = Field(None, description="File with the billing API bearer token.")
+
+
+class LoyaltySection(Section):
+    url: str = Field("http://127.0.0.1:8080", description="Loyalty API base URL.")
+    token_file: str | None = Field(None, description="File with the loyalty API bearer token.")
+    points: int = Field(10, ge=0, description="Points credited per accepted submission.")
+
+
+class WindowSection(Section):
+    start_day: int = Field(15, ge=1, le=28, description="Submission window opens on this day of the period.")
+    end_day: int = Field(3, ge=1, le=28, description="... and closes at the end of this day of the next month.")
+    timezone: str = Field("Europe/Moscow", description="The utility's time zone (periods are its months).")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (an IANA name like Europe/Moscow)") from None
+        return v
+
+
+class BrokerSection(Section):
+    password_file: Path = Field(
+        Path("state/broker/passwd"), description="Mosquitto password file `devices add` writes accounts to.")
+    acl_file: Path = Field(
+        Path("state/broker/acl"), description="Mosquitto ACL file `devices add` keeps the device patterns in.")
+
+
+class IngestSection(Section):
+    batch_size: int = Field(200, ge=1, le=10_000, description="Most readings committed in one transaction.")
+    batch_ms: float = Field(5.0, ge=0, le=10_000, description="Longest wait to fill a batch before committing.")
+    workers: int = Field(1, ge=1, le=64, description="Default for `run --workers`.")
+    keep_refused_payload: bool = Field(True, description="Keep the refused payload (up to 16 KiB) for replay.")
+
+
+class FleetSection(Section):
+    device_interval_s: float = Field(3600.0, gt=0, description="How often devices are expected to read.")
+    stale_factor: float = Field(2.0, ge=1, description="Stale: no reading for stale_factor x device_interval_s.")
+    publish_every_s: float = Field(2.0, gt=0, description="Debounce: changed device states published this often.")
+    sweep_every_s: float = Field(60.0, gt=0, description="Full recount of bridge/fleet and stale devices.")
+
+
+class BridgeConfig(TomlEnvSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BRIDGE_", env_nested_delimiter="__", extra="forbid", case_sensitive=False)
+
+    database_url: str = Field(
+        "sqlite:///state/bridge.db",
+        description="SQLAlchemy URL: sqlite:///PATH (default) or postgresql+psycopg://user@host/db.")
+    mqtt: MqttSection = Field(default_factory=MqttSection)  # type: ignore[arg-type]
+    billing: BillingSection = Field(default_factory=BillingSection)  # type: ignore[arg-type]
+    loyalty: LoyaltySection = Field(default_factory=LoyaltySection)  # type: ignore[arg-type]
+    window: WindowSection = Field(default_factory=WindowSection)  # type: ignore[arg-type]
+    broker: BrokerSection = Field(default_factory=BrokerSection)  # type: ignore[arg-type]
+    ingest: IngestSection = Field(default_factory=IngestSection)  # type: ignore[arg-type]
+    fleet: FleetSection = Field(default_factory=FleetSection)  # type: ignore[arg-type]
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        if not v.startswith(("sqlite:///", "postgresql+psycopg://", "postgresql://")):
+            raise ValueError("use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB")
+        return v
+
+    @model_validator(mode="after")
+    def _password_needs_user(self) -> BridgeConfig:
+        if self.mqtt.password_file and not self.mqtt.username:
+            raise ValueError("mqtt.password_file is set but mqtt.username is not")
+        return self
+
+
+def load_bridge_config(path: Path | None = None) -> BridgeConfig:
+    """Load the config from `path` (default config/bridge.toml when it exists) and the environment."""
+    if path is None and DEFAULT_CONFIG.is_file():
+        path = DEFAULT_CONFIG
+    return load_settings(BridgeConfig, path, "BRIDGE_")

@@ -1,0 +1,128 @@
+"""Engine factory and migrations for the bridge's store.
+
+SQLite (one box): WAL, synchronous=NORMAL, foreign keys on, and every transaction begins IMMEDIATE so
+that concurrent writers (several workers, the CLI) wait for the lock instead of failing with
+"database is locked" halfway through a transaction. PostgreSQL (a fleet): psycopg 3.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_S = 30.0
+
+
+class StoreError(RuntimeError):
+    """The database cannot be used as it is; the message says what to do."""
+
+
+def normalise_url(url: str) -> str:
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for `url` with the pragmas and transaction mode this project relies on."""
+    url = normalise_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        db = parsed.database
+        if db and db != ":memory:":
+            Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S}, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        return create_engine(url, pool_pre_ping=True, **kwargs)
+    raise StoreError(f"unsupported database URL {parsed.render_as_string()!r}: "
+                     "use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB")
+
+
+def _alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    cfg = _alembic_config(None)  # type: ignore[arg-type]
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        rev = MigrationContext.configure(conn).get_current_revision()
+        conn.rollback()
+        return rev
+
+
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
+    """Migrate to `revision`; returns (before, after). Safe to run while nothing else migrates:
+    on PostgreSQL an advisory lock serialises concurrent upgrades."""
+    from alembic import command
+
+    before = current_revision(engine)
+    command.upgrade(_alembic_config(engine), revision)
+    after = current_revision(engine)
+    assert after is not None
+    return before, after
+
+
+def check_schema(engine: Engine) -> None:
+    """Raise StoreError unless the database is at the newest revision."""
+    have, want = current_revision(engine), head_revision()
+    if have != want:
+        where = engine.url.render_as_string(hide_password=True)
+        if have is None and inspect(engine).get_table_names():
+            raise StoreError(f"database {where} has tables but no migration history: not a bridge database?")
+        raise StoreError(
+            f"database {where} is at revision {have or '(empty)'}, this bridge needs {want}: "
+            "run `meter-bridge db upgrade`")
+
+
+def open_store(url: str, *, migrate: bool = True) -> Engine:
+    """The engine every command uses: migrated to the newest revision first (or checked only)."""
+    engine = make_engine(url)
+    try:
+        if migrate:
+            before, after = upgrade(engine)
+            if before != after:
+                log.warning("database migrated from %s to %s", before or "(empty)", after)
+        else:
+            check_schema(engine)
+    except Exception:
+        engine.dispose()
+        raise
+    return engine

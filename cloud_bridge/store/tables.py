@@ -1,0 +1,233 @@
+"""The bridge's tables (SQLAlchemy Core). The Alembic migrations in `migrations/versions/` create
+exactly these; `tests/bridge/test_bridge_store.py` checks that the two agree.
+
+Rules the schema keeps for everyone who writes to it:
+- a reading is never updated or deleted; a correction is a new row pointing at it;
+- (device_id, seq) is unique: a redelivered reading is a no-op;
+- a device has at most one open binding (valid_to IS NULL); a re-bind closes it and opens another;
+- a submission is unique per idempotency key `payer:meter:period`, a points row per (payer, period);
+- times are UTC (`UtcDateTime` gives back aware datetimes on SQLite and PostgreSQL alike);
+- values are decimal strings as the device sent them ("00123.456"), never floats.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata = MetaData(naming_convention=NAMING)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Stores aware datetimes as UTC; gives back aware UTC datetimes (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column; pass an aware datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+ID = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements only INTEGER PRIMARY KEY
+
+devices = Table(
+    "devices", metadata,
+    Column("device_id", String(64), primary_key=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("note", Text),
+)
+
+meters = Table(
+    "meters", metadata,
+    Column("serial", String(64), primary_key=True),
+    Column("kind", String(8), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    CheckConstraint("kind IN ('cold', 'hot')", name="kind"),
+)
+
+payers = Table(
+    "payers", metadata,
+    Column("payer_code", String(10), primary_key=True),
+    Column("address", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+bindings = Table(
+    "bindings", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("device_id", String(64), ForeignKey("devices.device_id"), nullable=False),
+    Column("meter_serial", String(64), ForeignKey("meters.serial"), nullable=False),
+    Column("payer_code", String(10), ForeignKey("payers.payer_code"), nullable=False),
+    Column("valid_from", UtcDateTime, nullable=False),
+    Column("valid_to", UtcDateTime),  # NULL: in force
+    Column("note", Text),
+    Index("ix_bindings_device_id_valid_from", "device_id", "valid_from"),
+    Index("ix_bindings_payer_code", "payer_code"),
+    Index("ix_bindings_meter_serial", "meter_serial"),
+    # At most one open binding per device (a partial unique index on both databases).
+    Index("uq_bindings_open_device", "device_id", unique=True,
+          sqlite_where=text("valid_to IS NULL"), postgresql_where=text("valid_to IS NULL")),
+)
+
+readings = Table(
+    "readings", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("device_id", String(64), ForeignKey("devices.device_id"), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("taken_at", UtcDateTime, nullable=False),
+    Column("stored_at", UtcDateTime, nullable=False),
+    Column("status", String(8), nullable=False),
+    Column("value", String(24)),  # decimal string as sent; NULL when nothing could be read
+    Column("unit", String(8), nullable=False, server_default="m3"),
+    Column("confidence", Float, nullable=False),
+    Column("reason", Text),
+    Column("binding_id", ID, ForeignKey("bindings.id")),  # in force when stored; kept for ever
+    Column("model", String(128), nullable=False, server_default=""),
+    Column("raw", Text, nullable=False),  # the payload exactly as received (UTF-8 JSON)
+    UniqueConstraint("device_id", "seq"),
+    CheckConstraint("status IN ('ok', 'suspect', 'error')", name="status"),
+    Index("ix_readings_binding_id_taken_at", "binding_id", "taken_at"),
+    Index("ix_readings_stored_at", "stored_at"),
+    Index("ix_readings_device_id_taken_at", "device_id", "taken_at"),
+)
+
+corrections = Table(
+    "corrections", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("reading_id", ID, ForeignKey("readings.id"), nullable=False),
+    Column("value", String(24), nullable=False),
+    Column("by", String(16), nullable=False),
+    Column("note", Text),
+    Column("created_at", UtcDateTime, nullable=False),
+    CheckConstraint("by IN ('resident', 'installer', 'operator')", name="by"),
+    Index("ix_corrections_reading_id", "reading_id"),
+)
+
+refusals = Table(
+    "refusals", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("topic", Text, nullable=False),
+    Column("device_id", String(64)),  # no FK: an unknown device is one of the reasons
+    Column("seq", BigInteger),
+    Column("reason", String(32), nullable=False),
+    Column("detail", Text),
+    Column("size", Integer, nullable=False),
+    Column("payload", LargeBinary),  # kept (up to 16 KiB) so an operator can replay after a fix
+    Index("ix_refusals_at", "at"),
+    Index("ix_refusals_reason", "reason"),
+    Index("ix_refusals_device_id_seq", "device_id", "seq"),
+)
+
+# What is not a row anywhere (messages received, duplicates). One row per (name, shard) so that
+# workers never wait on each other's counter row; readers sum over shards.
+counters = Table(
+    "counters", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("shard", String(64), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+device_status = Table(
+    "device_status", metadata,
+    Column("device_id", String(64), ForeignKey("devices.device_id"), primary_key=True),
+    Column("online", Boolean, nullable=False),
+    Column("changed_at", UtcDateTime, nullable=False),
+)
+
+# Billing: one row per (payer, meter, period); the row is the outbox. States:
+# pending -> sending -> accepted | refused | (back to pending with next_attempt_at) ; needs_attention.
+submissions = Table(
+    "submissions", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(100), nullable=False),  # payer:meter:period
+    Column("payer_code", String(10), ForeignKey("payers.payer_code"), nullable=False),
+    Column("meter_serial", String(64), ForeignKey("meters.serial"), nullable=False),
+    Column("period", String(7), nullable=False),  # YYYY-MM in the utility's time zone
+    Column("reading_id", ID, ForeignKey("readings.id")),
+    Column("correction_id", ID, ForeignKey("corrections.id")),
+    Column("value", String(24)),
+    Column("taken_at", UtcDateTime),
+    Column("state", String(16), nullable=False),
+    Column("reason", Text),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", UtcDateTime),
+    Column("submission_id", String(100)),  # billing's id once accepted
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("idempotency_key"),
+    CheckConstraint(
+        "state IN ('pending', 'sending', 'accepted', 'refused', 'needs_attention')", name="state"),
+    Index("ix_submissions_state_next_attempt_at", "state", "next_attempt_at"),
+    Index("ix_submissions_payer_code_period", "payer_code", "period"),
+    Index("ix_submissions_meter_serial_period", "meter_serial", "period"),
+)
+
+# Loyalty: append-only ledger, one row per (payer, period); the credit report state rides on the row.
+points_ledger = Table(
+    "points_ledger", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("payer_code", String(10), ForeignKey("payers.payer_code"), nullable=False),
+    Column("period", String(7), nullable=False),
+    Column("points", Integer, nullable=False),
+    Column("submission_id", ID, ForeignKey("submissions.id"), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("idempotency_key", String(100), nullable=False),  # credit:payer:period
+    Column("credit_state", String(16), nullable=False, server_default="pending"),
+    Column("credit_reason", Text),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", UtcDateTime),
+    Column("credit_id", String(100)),  # loyalty's id once credited
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("payer_code", "period"),
+    UniqueConstraint("idempotency_key"),
+    CheckConstraint(
+        "credit_state IN ('pending', 'sending', 'credited', 'refused', 'needs_attention')", name="credit_state"),
+    Index("ix_points_ledger_credit_state_next_attempt_at", "credit_state", "next_attempt_at"),
+)

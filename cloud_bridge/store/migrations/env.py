@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from alembic import context
 from sqlalchemy import text
@@ -15,7 +15,7 @@ target_metadata = metadata
 PG_MIGRATION_LOCK = 0x6D65746572  # "meter": one migration at a time on a shared PostgreSQL
 
 
-def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[False]:
     # Migrations stay independent of runtime types: UtcDateTime is a DateTime(timezone=True) on disk.
     if type_ == "type" and isinstance(obj, UtcDateTime):
         return "sa.DateTime(timezone=True)"

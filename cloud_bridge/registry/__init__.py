@@ -1,0 +1,224 @@
+"""Device registry: device -> meter (serial, cold/hot) -> payer code (10 digits) -> address.
+
+A binding is in force from `valid_from` until `valid_to` (NULL: still in force). A re-bind closes the
+open binding and opens a new one in the same transaction, so history is kept and a reading is always
+attributed to exactly one binding (or none). The database enforces at most one open binding per device.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import Connection, and_, func, select
+from sqlalchemy.exc import IntegrityError
+
+from cloud_bridge.registry.broker_accounts import RESERVED_USERS
+from cloud_bridge.store.tables import bindings, device_status, devices, meters, payers, readings, utcnow
+from contract import topics
+from contract.payloads import mask_payer
+
+PAYER_CODE_RE = re.compile(r"^[0-9]{10}$")
+METER_SERIAL_RE = re.compile(r"^[A-Za-z0-9._/-]{1,64}$")
+MeterKind = Literal["cold", "hot"]
+
+
+class RegistryError(ValueError):
+    """An installer's request that cannot be done; the message says why and what to do instead."""
+
+
+def check_device_id(device_id: str) -> str:
+    if not topics.is_valid_device_id(device_id):
+        raise RegistryError(f"device id {device_id!r} is not valid: use 1-64 of A-Z a-z 0-9 _ - "
+                            "(it becomes a topic level, a broker user and a client id)")
+    if device_id in RESERVED_USERS:
+        raise RegistryError(f"device id {device_id!r} is reserved for the broker's {device_id} account")
+    return device_id
+
+
+def check_payer_code(code: str) -> str:
+    if not PAYER_CODE_RE.match(code):
+        raise RegistryError(f"payer code {code!r} is not valid: it is exactly 10 digits, e.g. 0123456789")
+    return code
+
+
+def check_meter_serial(serial: str) -> str:
+    if not METER_SERIAL_RE.match(serial):
+        raise RegistryError(f"meter serial {serial!r} is not valid: 1-64 of A-Z a-z 0-9 . _ / -")
+    return serial
+
+
+@dataclass(frozen=True)
+class Binding:
+    id: int
+    device_id: str
+    meter_serial: str
+    kind: MeterKind
+    payer_code: str
+    address: str
+    valid_from: datetime
+    valid_to: datetime | None
+
+    def as_json(self, *, show_payer: bool = False) -> dict[str, Any]:
+        d = asdict(self)
+        if not show_payer:
+            d["payer_code"] = mask_payer(self.payer_code)
+            d.pop("address")
+        d["valid_from"] = self.valid_from.isoformat().replace("+00:00", "Z")
+        d["valid_to"] = self.valid_to.isoformat().replace("+00:00", "Z") if self.valid_to else None
+        return d
+
+
+def _binding_query() -> Any:
+    return (select(bindings.c.id, bindings.c.device_id, bindings.c.meter_serial, meters.c.kind,
+                   bindings.c.payer_code, payers.c.address, bindings.c.valid_from, bindings.c.valid_to)
+            .join(meters, meters.c.serial == bindings.c.meter_serial)
+            .join(payers, payers.c.payer_code == bindings.c.payer_code))
+
+
+def binding_in_force(conn: Connection, device_id: str) -> Binding | None:
+    row = conn.execute(_binding_query().where(
+        and_(bindings.c.device_id == device_id, bindings.c.valid_to.is_(None)))).first()
+    return Binding(*row) if row else None
+
+
+def binding_history(conn: Connection, device_id: str) -> list[Binding]:
+    rows = conn.execute(_binding_query().where(bindings.c.device_id == device_id)
+                        .order_by(bindings.c.valid_from, bindings.c.id)).all()
+    return [Binding(*r) for r in rows]
+
+
+def device_exists(conn: Connection, device_id: str) -> bool:
+    return conn.execute(select(devices.c.device_id).where(devices.c.device_id == device_id)).first() is not None
+
+
+def add_device(conn: Connection, device_id: str, note: str | None = None, *, now: datetime | None = None) -> None:
+    check_device_id(device_id)
+    if device_exists(conn, device_id):
+        raise RegistryError(f"device {device_id} already exists (use `devices add {device_id} --new-password` "
+                            "to issue a new broker password)")
+    conn.execute(devices.insert().values(device_id=device_id, created_at=now or utcnow(), note=note))
+
+
+def _require_device(conn: Connection, device_id: str) -> None:
+    check_device_id(device_id)
+    if not device_exists(conn, device_id):
+        raise RegistryError(f"unknown device {device_id}: add it first with `meter-bridge devices add {device_id}`")
+
+
+def _ensure_meter(conn: Connection, serial: str, kind: MeterKind | None, now: datetime) -> MeterKind:
+    check_meter_serial(serial)
+    have = conn.execute(select(meters.c.kind).where(meters.c.serial == serial)).scalar()
+    if have is None:
+        if kind is None:
+            raise RegistryError(f"meter {serial} is new: say whether it is --kind cold or --kind hot")
+        conn.execute(meters.insert().values(serial=serial, kind=kind, created_at=now))
+        return kind
+    if kind is not None and kind != have:
+        raise RegistryError(f"meter {serial} is registered as {have}, not {kind}")
+    return have  # type: ignore[return-value]
+
+
+def _ensure_payer(conn: Connection, code: str, address: str | None, now: datetime) -> None:
+    check_payer_code(code)
+    have = conn.execute(select(payers.c.address).where(payers.c.payer_code == code)).first()
+    if have is None:
+        if not address or not address.strip():
+            raise RegistryError(f"payer {mask_payer(code)} is new: give its --address")
+        conn.execute(payers.insert().values(payer_code=code, address=address.strip(), created_at=now, updated_at=now))
+    elif address and address.strip() != have[0]:
+        conn.execute(payers.update().where(payers.c.payer_code == code)
+                     .values(address=address.strip(), updated_at=now))
+
+
+def _meter_bound_elsewhere(conn: Connection, serial: str, device_id: str) -> str | None:
+    return conn.execute(select(bindings.c.device_id).where(and_(
+        bindings.c.meter_serial == serial, bindings.c.valid_to.is_(None),
+        bindings.c.device_id != device_id))).scalar()
+
+
+def _open_binding(conn: Connection, device_id: str, serial: str, kind: MeterKind | None, payer_code: str,
+                  address: str | None, now: datetime) -> Binding:
+    _ensure_meter(conn, serial, kind, now)
+    _ensure_payer(conn, payer_code, address, now)
+    other = _meter_bound_elsewhere(conn, serial, device_id)
+    if other:
+        raise RegistryError(f"meter {serial} is bound to device {other}: rebind or unbind that device first")
+    try:
+        with conn.begin_nested():
+            conn.execute(bindings.insert().values(
+                device_id=device_id, meter_serial=serial, payer_code=payer_code, valid_from=now))
+    except IntegrityError:
+        raise RegistryError(f"device {device_id} got bound by someone else just now; list it and retry") from None
+    b = binding_in_force(conn, device_id)
+    assert b is not None
+    return b
+
+
+def bind(conn: Connection, device_id: str, *, meter_serial: str, kind: MeterKind | None, payer_code: str,
+         address: str | None, now: datetime | None = None) -> Binding:
+    """Bind an unbound device. A device already bound needs `rebind` (so nobody moves one by accident)."""
+    _require_device(conn, device_id)
+    check_payer_code(payer_code)
+    current = binding_in_force(conn, device_id)
+    if current is not None:
+        raise RegistryError(
+            f"device {device_id} is already bound to meter {current.meter_serial} "
+            f"(payer {mask_payer(current.payer_code)}) since {current.valid_from:%Y-%m-%d %H:%M}Z: "
+            "use `meter-bridge rebind` to move it")
+    return _open_binding(conn, device_id, meter_serial, kind, payer_code, address, now or utcnow())
+
+
+def rebind(conn: Connection, device_id: str, *, meter_serial: str, payer_code: str, kind: MeterKind | None = None,
+           address: str | None = None, now: datetime | None = None) -> tuple[Binding, Binding]:
+    """Close the device's open binding and open a new one at the same instant. Returns (old, new)."""
+    _require_device(conn, device_id)
+    check_payer_code(payer_code)
+    now = now or utcnow()
+    current = binding_in_force(conn, device_id)
+    if current is None:
+        raise RegistryError(f"device {device_id} is not bound: use `meter-bridge bind` first")
+    if current.meter_serial == meter_serial and current.payer_code == payer_code:
+        raise RegistryError(f"device {device_id} is already bound to meter {meter_serial} and that payer")
+    conn.execute(bindings.update().where(bindings.c.id == current.id).values(valid_to=now))
+    new = _open_binding(conn, device_id, meter_serial, kind, payer_code, address, now)
+    closed = Binding(**{**asdict(current), "valid_to": now})
+    return closed, new
+
+
+def unbind(conn: Connection, device_id: str, *, now: datetime | None = None) -> Binding:
+    _require_device(conn, device_id)
+    current = binding_in_force(conn, device_id)
+    if current is None:
+        raise RegistryError(f"device {device_id} is not bound")
+    now = now or utcnow()
+    conn.execute(bindings.update().where(bindings.c.id == current.id).values(valid_to=now))
+    return Binding(**{**asdict(current), "valid_to": now})
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    device_id: str
+    created_at: datetime
+    note: str | None
+    binding: Binding | None
+    online: bool | None
+    readings: int
+    last_taken_at: datetime | None
+
+
+def list_devices(conn: Connection) -> list[DeviceRow]:
+    counts = (select(readings.c.device_id, func.count().label("n"), func.max(readings.c.taken_at).label("last"))
+              .group_by(readings.c.device_id).subquery())
+    rows = conn.execute(
+        select(devices.c.device_id, devices.c.created_at, devices.c.note, device_status.c.online,
+               counts.c.n, counts.c.last)
+        .outerjoin(device_status, device_status.c.device_id == devices.c.device_id)
+        .outerjoin(counts, counts.c.device_id == devices.c.device_id)
+        .order_by(devices.c.device_id)).all()
+    open_bindings = {b.device_id: b for b in (Binding(*r) for r in conn.execute(
+        _binding_query().where(bindings.c.valid_to.is_(None))).all())}
+    return [DeviceRow(r.device_id, r.created_at, r.note, open_bindings.get(r.device_id), r.online,
+                      int(r.n or 0), r.last) for r in rows]

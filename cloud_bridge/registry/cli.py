@@ -1,0 +1,236 @@
+"""Installer commands: `devices add|list|show`, `bind`, `rebind`, `unbind`."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from cloud_bridge import registry
+from cloud_bridge.cli_common import fail, load_config, open_engine
+from cloud_bridge.registry import (
+    Binding,
+    MeterKind,
+    RegistryError,
+    add_device,
+    binding_history,
+    check_device_id,
+    device_exists,
+    list_devices,
+)
+from cloud_bridge.registry.broker_accounts import ensure_acl, new_password, set_password
+from contract.payloads import mask_payer
+
+KIND = click.Choice(["cold", "hot"])
+
+
+def _t(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%MZ") if value else "-"
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False))
+
+
+@click.group("devices")
+def devices() -> None:
+    """Add devices (each gets its own broker account) and list them."""
+
+
+@devices.command("add")
+@click.argument("device_id")
+@click.option("--note", default=None, help="Free text, e.g. where the device hangs.")
+@click.option("--new-password", "reissue", is_flag=True, help="The device exists: issue a new broker password only.")
+@click.option("--password-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the password to this file (mode 600), for provisioning scripts.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def add(ctx: click.Context, device_id: str, note: str | None, reissue: bool, password_out: Path | None,
+        as_json: bool) -> None:
+    """Register DEVICE_ID and create its broker account.
+
+    Prints the device's one-time password (it is stored only as a hash), writes the account to
+    broker.password_file and makes sure broker.acl_file has the per-device patterns. The broker
+    reads both at start and on SIGHUP: reload it afterwards (`systemctl reload mosquitto`).
+    """
+    cfg = load_config(ctx)
+    try:
+        check_device_id(device_id)
+    except RegistryError as exc:
+        fail(str(exc))
+    engine = open_engine(ctx)
+    password = new_password()
+    try:
+        with engine.begin() as conn:
+            if reissue:
+                if not device_exists(conn, device_id):
+                    raise RegistryError(f"unknown device {device_id}: add it without --new-password")
+            else:
+                add_device(conn, device_id, note)
+            # Written inside the transaction: if the files cannot be written, the device is not added.
+            set_password(cfg.broker.password_file, device_id, password)
+            acl_added = ensure_acl(cfg.broker.acl_file)
+    except RegistryError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot write the broker files ({exc.filename}: {exc.strerror}); check broker.password_file "
+             "and broker.acl_file in the config and that this user may write them")
+    finally:
+        engine.dispose()
+    if password_out is not None:
+        password_out.parent.mkdir(parents=True, exist_ok=True)
+        password_out.touch(mode=0o600, exist_ok=True)
+        password_out.write_text(password + "\n", encoding="utf-8")
+    if as_json:
+        _print_json({"device_id": device_id, "username": device_id, "password": password,
+                     "password_file": str(cfg.broker.password_file), "acl_file": str(cfg.broker.acl_file),
+                     "acl_added": acl_added, "reload_broker": True})
+        return
+    out = Console()
+    out.print(f"[bold]{'new password for' if reissue else 'added device'} {device_id}[/bold]")
+    out.print(f"  broker user:     {device_id}")
+    out.print(f"  broker password: [bold yellow]{password}[/bold yellow]   (shown once; put it in the device's "
+              "mqtt.password_file)")
+    out.print(f"  written to {cfg.broker.password_file}" + (
+        f"; ACL patterns added to {cfg.broker.acl_file}" if acl_added else f"; ACL {cfg.broker.acl_file} ok"))
+    out.print("  [bold]reload the broker to pick it up:[/bold] systemctl reload mosquitto "
+              "(or kill -HUP <mosquitto pid>)")
+    out.print(f"  next: meter-bridge bind {device_id} --meter SERIAL --kind cold|hot --payer CODE --address \"…\"")
+
+
+@devices.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the devices as JSON.")
+@click.option("--show-payer", is_flag=True, help="Show payer codes and addresses in full (default: masked).")
+@click.pass_context
+def list_cmd(ctx: click.Context, as_json: bool, show_payer: bool) -> None:
+    """List devices with their binding in force, online state and readings."""
+    engine = open_engine(ctx)
+    try:
+        with engine.connect() as conn:
+            rows = list_devices(conn)
+    finally:
+        engine.dispose()
+    if as_json:
+        _print_json({"devices": [{
+            "device_id": r.device_id, "created_at": _iso(r.created_at), "note": r.note,
+            "binding": r.binding.as_json(show_payer=show_payer) if r.binding else None,
+            "online": r.online, "readings": r.readings, "last_taken_at": _iso(r.last_taken_at)} for r in rows]})
+        return
+    table = Table(title=f"{len(rows)} device(s)")
+    for col in ("device", "meter", "kind", "payer", "address" if show_payer else "", "since", "online",
+                "readings", "last reading"):
+        if col:
+            table.add_column(col)
+    for r in rows:
+        b = r.binding
+        cells = [r.device_id, b.meter_serial if b else "[dim]unbound[/dim]", b.kind if b else "",
+                 (b.payer_code if show_payer else mask_payer(b.payer_code)) if b else ""]
+        if show_payer:
+            cells.append(b.address if b else "")
+        cells += [_t(b.valid_from) if b else "", {None: "?", True: "[green]yes[/green]", False: "[red]no[/red]"}[
+            r.online], str(r.readings), _t(r.last_taken_at)]
+        table.add_row(*cells)
+    Console().print(table)
+
+
+@devices.command("show")
+@click.argument("device_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--show-payer", is_flag=True, help="Show payer codes and addresses in full.")
+@click.pass_context
+def show(ctx: click.Context, device_id: str, as_json: bool, show_payer: bool) -> None:
+    """A device's binding history (closed bindings are kept)."""
+    engine = open_engine(ctx)
+    try:
+        with engine.connect() as conn:
+            if not device_exists(conn, device_id):
+                fail(f"unknown device {device_id}")
+            history = binding_history(conn, device_id)
+    finally:
+        engine.dispose()
+    if as_json:
+        _print_json({"device_id": device_id, "bindings": [b.as_json(show_payer=show_payer) for b in history]})
+        return
+    _bindings_table(f"bindings of {device_id}", history, show_payer)
+
+
+def _bindings_table(title: str, rows: list[Binding], show_payer: bool) -> None:
+    table = Table(title=title)
+    for col in ("id", "meter", "kind", "payer", "from", "to"):
+        table.add_column(col)
+    for b in rows:
+        table.add_row(str(b.id), b.meter_serial, b.kind, b.payer_code if show_payer else mask_payer(b.payer_code),
+                      _t(b.valid_from), _t(b.valid_to) if b.valid_to else "[green]in force[/green]")
+    Console().print(table)
+
+
+def _run_registry(ctx: click.Context, fn: Any) -> Any:
+    engine = open_engine(ctx)
+    try:
+        with engine.begin() as conn:
+            return fn(conn)
+    except RegistryError as exc:
+        fail(str(exc))
+    finally:
+        engine.dispose()
+
+
+@click.command("bind")
+@click.argument("device_id")
+@click.option("--meter", "meter_serial", required=True, help="The meter's serial number.")
+@click.option("--kind", type=KIND, default=None, help="cold or hot (needed for a meter not seen before).")
+@click.option("--payer", "payer_code", required=True, help="The payer code: 10 digits.")
+@click.option("--address", default=None, help="The payer's address (needed for a payer not seen before).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def bind(ctx: click.Context, device_id: str, meter_serial: str, kind: MeterKind | None, payer_code: str,
+         address: str | None, as_json: bool) -> None:
+    """Bind DEVICE_ID to a meter and a payer code. Readings stored from now on count for that payer."""
+    b: Binding = _run_registry(ctx, lambda conn: registry.bind(
+        conn, device_id, meter_serial=meter_serial, kind=kind, payer_code=payer_code, address=address))
+    if as_json:
+        _print_json({"binding": b.as_json(show_payer=True)})
+    else:
+        click.echo(f"bound {device_id} -> meter {b.meter_serial} ({b.kind}), payer {mask_payer(b.payer_code)}, "
+                   f"from {_t(b.valid_from)} (binding {b.id})")
+
+
+@click.command("rebind")
+@click.argument("device_id")
+@click.option("--meter", "meter_serial", required=True, help="The meter's serial number (may be the same).")
+@click.option("--kind", type=KIND, default=None, help="cold or hot (needed for a meter not seen before).")
+@click.option("--payer", "payer_code", required=True, help="The payer code: 10 digits (may be the same).")
+@click.option("--address", default=None, help="The payer's address (needed for a payer not seen before).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def rebind(ctx: click.Context, device_id: str, meter_serial: str, kind: MeterKind | None, payer_code: str,
+           address: str | None, as_json: bool) -> None:
+    """Close DEVICE_ID's binding and open a new one (new meter or new payer). History is kept:
+    readings stored before now stay with the old binding."""
+    old, new = _run_registry(ctx, lambda conn: registry.rebind(
+        conn, device_id, meter_serial=meter_serial, payer_code=payer_code, kind=kind, address=address))
+    if as_json:
+        _print_json({"closed": old.as_json(show_payer=True), "binding": new.as_json(show_payer=True)})
+    else:
+        click.echo(f"closed binding {old.id} (meter {old.meter_serial}, payer {mask_payer(old.payer_code)}) "
+                   f"at {_t(old.valid_to)}")
+        click.echo(f"bound {device_id} -> meter {new.meter_serial} ({new.kind}), payer {mask_payer(new.payer_code)}"
+                   f" (binding {new.id})")
+
+
+@click.command("unbind")
+@click.argument("device_id")
+@click.pass_context
+def unbind(ctx: click.Context, device_id: str) -> None:
+    """Close DEVICE_ID's binding (meter removed). Its readings are refused until it is bound again."""
+    old: Binding = _run_registry(ctx, lambda conn: registry.unbind(conn, device_id))
+    click.echo(f"closed binding {old.id} (meter {old.meter_serial}) at {_t(old.valid_to)}")

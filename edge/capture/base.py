@@ -78,17 +78,23 @@ class Camera:
         self.close()
 
 
+_discovered = False
+
+
 def _discover() -> None:
+    global _discovered
+    if _discovered:
+        return
     from edge.capture import backends
 
     for info in pkgutil.iter_modules(backends.__path__):
         importlib.import_module(f"{backends.__name__}.{info.name}")
+    _discovered = True
 
 
 def open_camera(cfg: CaptureConfig, state_dir: Path) -> Camera:
     """The camera named by `cfg.backend`; `state_dir` keeps what a backend must remember across restarts."""
-    if not BACKENDS:
-        _discover()
+    _discover()
     try:
         cls = BACKENDS[cfg.backend]
     except KeyError:

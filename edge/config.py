@@ -45,11 +45,28 @@ class MqttConfig(Section):
     ca_file: str | None = Field(None, description="CA certificate; set: connect with TLS.")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive.")
     max_inflight: int = Field(20, ge=1, le=1000, description="Readings in flight while draining the outbox.")
+    reconnect_min_s: int = Field(1, ge=1, le=600, description="First reconnect delay; doubles up to the max.")
+    reconnect_max_s: int = Field(60, ge=1, le=3600, description="Longest reconnect delay.")
+    session_expiry_s: int = Field(
+        3600, ge=0, le=2**32 - 1, description="MQTT 5 session expiry: the broker keeps acks/commands this long.")
+    refused_backoff_s: float = Field(
+        300.0, gt=0, description="Wait after the broker refused a reading as not authorised (a config error).")
+    ha_discovery: bool = Field(True, description="Publish Home Assistant discovery configs (retained).")
 
 
 class ReadingConfig(Section):
     max_rate_m3_per_h: float = Field(
         3.0, gt=0, le=1000, description="Highest plausible flow; a faster rise is refused.")
+    confidence_threshold: float | None = Field(
+        None, ge=0, le=1, description="A wheel under this confidence is unreadable (N); empty: the model's own.")
+    hysteresis_steps: int = Field(
+        1, ge=0, le=100, description="A fall of up to this many lowest-wheel steps is jitter: keep the value, ok.")
+    ambiguity: float = Field(
+        0.15, ge=0, le=0.5, description="A wheel this close to a digit boundary also offers its neighbour.")
+    confirm_change_m3: float = Field(
+        0.1, gt=0, le=1000, description="A rise this large that moves a wheel above the lowest needs 2 frames.")
+    confirm_after: int = Field(
+        3, ge=1, le=1000, description="Refused frames in a row that agree before asking for an installer.")
 
 
 class EdgeConfig(TomlEnvSettings):
@@ -61,6 +78,8 @@ class EdgeConfig(TomlEnvSettings):
     interval_s: float = Field(3600.0, gt=0, description="Seconds between cycles (may be fractional).")
     telemetry_interval_s: float = Field(300.0, gt=0, description="Seconds between telemetry messages.")
     ack_timeout_s: float = Field(60.0, gt=0, description="Republish a reading the bridge has not acked.")
+    drain_timeout_s: float = Field(
+        5.0, ge=0, description="`run --cycles N`: how long to keep publishing the backlog before exiting.")
     layout: Path = Field(Path("layout.toml"), description="Layout written by `meter-edge calibrate`.")
     model: str = Field("", description="Digit model (.tflite); empty: the bundled one.")
     capture: CaptureConfig = Field(default_factory=CaptureConfig)  # type: ignore[arg-type]

@@ -1,0 +1,46 @@
+"""`meter-edge run`: the device agent as a command (systemd runs it; `--cycles N` for demos and tests)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from contract.settings import ConfigError
+from edge.config import load_edge_config
+
+log = logging.getLogger("edge.agent")
+
+
+@click.command("run")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Config TOML (default: config/edge.toml when it exists); EDGE_* variables override it.")
+@click.option("--cycles", type=click.IntRange(min=1), default=None,
+              help="Stop after N cycles: publish the backlog for up to drain_timeout_s, then exit 0. "
+                   "What is unsent stays in the outbox for the next start.")
+def run(config_path: Path | None, cycles: int | None) -> None:
+    """Run the device agent: every interval_s capture a frame, read the meter, store the reading in the
+    outbox (state_dir) and publish it over MQTT; serve cmd/capture, cmd/reload and cmd/set-value;
+    publish telemetry and Home Assistant discovery. Stop with SIGTERM (publishes `offline`)."""
+    from edge.agent.core import Agent
+    from edge.agent.pipeline_reader import PipelineReader
+
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:
+        logging.getLogger("edge").setLevel(logging.INFO)
+    try:
+        cfg = load_edge_config(config_path)
+        agent = Agent(cfg, PipelineReader.from_config, config_path=config_path)
+    except ConfigError as exc:
+        raise click.ClickException(f"{exc}\n(fix the config file or the EDGE_* variable named above)") from None
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        agent.request_stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    sys.exit(agent.run(cycles))

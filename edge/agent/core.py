@@ -1,0 +1,443 @@
+"""The device agent's main loop: schedule cycles, store each reading durably, publish the backlog in order.
+
+One thread owns everything that decides (the outbox, the schedule, the reading state); paho's network
+thread only posts events to a queue. A cycle reads one frame through a `Reader` (the real pipeline, or
+anything a test injects), commits the reading to the outbox with a new seq, and only then publishes.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from contract import topics
+from contract.payloads import Ack, Reading
+from contract.settings import ConfigError
+from edge import __version__
+from edge.config import EdgeConfig, load_edge_config
+from edge.transport import discovery
+from edge.transport.commands import Command, Refused, parse_command
+from edge.transport.mqtt import (
+    ONLINE,
+    Connected,
+    ConnectFailed,
+    Disconnected,
+    Event,
+    Message,
+    MqttLink,
+    PubAck,
+    Wake,
+)
+from edge.transport.outbox import Outbox, OutboxFull, is_disk_full
+from edge.transport.telemetry import build_telemetry
+
+log = logging.getLogger("edge.agent")
+
+STAGES = ("capture", "align", "infer", "assemble", "commit", "publish")
+
+
+class EndOfSource(Exception):
+    """The frame source is exhausted (the folder backend at its end): stop capturing, keep serving."""
+
+
+@dataclass
+class ReadResult:
+    """One frame read. `reading.seq` is a placeholder: the outbox gives the real one at commit."""
+
+    reading: Reading
+    state: dict[str, Any] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Reader(Protocol):
+    """Reads one frame into a reading; the agent owns scheduling, storage and the reading-rule state."""
+
+    model_id: str
+
+    def read(self, state: dict[str, Any] | None) -> ReadResult: ...
+
+    def set_previous(self, state: dict[str, Any] | None, value: str, at: datetime) -> dict[str, Any]:
+        """The installer's `set-value`: the state with this accepted value and no stuck refusal."""
+        ...
+
+    def close(self) -> None: ...
+
+
+ReaderFactory = Callable[[EdgeConfig], Reader]
+
+
+class Watchdog:
+    """systemd notifications (READY, WATCHDOG, STOPPING, STATUS); silent without $NOTIFY_SOCKET."""
+
+    def __init__(self) -> None:
+        try:
+            import sdnotify
+
+            self._n: Any = sdnotify.SystemdNotifier()
+        except ImportError:  # pragma: no cover - sdnotify is in the edge extra
+            self._n = None
+        self._last = 0.0
+
+    def notify(self, msg: str) -> None:
+        if self._n is not None:
+            self._n.notify(msg)
+
+    def ping(self, min_gap_s: float = 1.0) -> None:
+        now = time.monotonic()
+        if now - self._last >= min_gap_s:
+            self._last = now
+            self.notify("WATCHDOG=1")
+
+
+@dataclass
+class Stats:
+    cycles: int = 0
+    commands_refused: int = 0
+    last_error: str | None = None
+    last_timings: dict[str, float] = field(default_factory=dict)
+
+
+class Agent:
+    def __init__(self, cfg: EdgeConfig, reader_factory: ReaderFactory, *, config_path: Path | None = None,
+                 events: queue.Queue[Event] | None = None) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self.reader_factory = reader_factory
+        self.events: queue.Queue[Event] = events or queue.Queue()
+        self.outbox = Outbox(cfg.state_dir)
+        self.reader: Reader = reader_factory(cfg)
+        self.link = MqttLink(cfg.mqtt, cfg.device_id, self.events)
+        self.watchdog = Watchdog()
+        self.stats = Stats()
+        self.started = time.monotonic()
+        self._inflight: dict[int, int] = {}  # mid -> seq of readings paho holds
+        self._resending = False  # after a reconnect paho resends its in-flight first: hold new ones back
+        self._paused_until = 0.0  # after a not-authorised refusal
+        self._capture_now = False
+        self._capturing = True
+        self._stop = False
+        self._last_ack_at = 0.0
+
+    # -- public control -------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        self._stop = True
+        self.events.put(Wake())
+
+    def request_capture(self) -> None:
+        self._capture_now = True
+        self.events.put(Wake())
+
+    def error(self, msg: str, *args: Any) -> None:
+        text = msg % args if args else msg
+        self.stats.last_error = text
+        log.error(text)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self, cycles: int | None = None) -> int:
+        """Run until stopped, or after `cycles` cycles drain for `drain_timeout_s` and return."""
+        requeued = self.outbox.requeue_unacked()
+        if requeued:
+            log.info("%d readings were published before but never acknowledged by the bridge: publishing again",
+                     requeued)
+        self.link.start()
+        self.watchdog.notify("READY=1")
+        depth = self.outbox.depth()
+        log.info("agent %s started: device %s, interval %.3gs, broker %s:%d, %d readings waiting in the outbox",
+                 __version__, self.cfg.device_id, self.cfg.interval_s, self.cfg.mqtt.host, self.cfg.mqtt.port, depth)
+        now = time.monotonic()
+        next_cycle = now
+        next_telemetry = now + self.cfg.telemetry_interval_s
+        try:
+            while not self._stop:
+                now = time.monotonic()
+                if self._capture_now or (self._capturing and now >= next_cycle):
+                    scheduled = not self._capture_now
+                    self._capture_now = False
+                    self.cycle()
+                    if scheduled:
+                        next_cycle = max(next_cycle + self.cfg.interval_s, time.monotonic())
+                    if cycles is not None and (self.stats.cycles >= cycles or not self._capturing):
+                        break
+                if now >= next_telemetry:
+                    self.publish_telemetry()
+                    next_telemetry = now + self.cfg.telemetry_interval_s
+                self.pump()
+                self.watchdog.ping()
+                wake_at = min(next_cycle if self._capturing else float("inf"), next_telemetry, now + 1.0)
+                self._handle_events(max(0.0, wake_at - time.monotonic()))
+            if cycles is not None and not self._stop:
+                self.drain(self.cfg.drain_timeout_s)
+        finally:
+            self.shutdown()
+        return 0
+
+    def drain(self, timeout_s: float) -> None:
+        """Publish the backlog for up to `timeout_s`; then wait a moment for the bridge's acks."""
+        deadline = time.monotonic() + timeout_s
+        all_published_at: float | None = None
+        while not self._stop and time.monotonic() < deadline:
+            self.pump()
+            self.watchdog.ping()
+            unsent = self.outbox.count("pending") + len(self._inflight)
+            if unsent == 0:
+                if self.outbox.count("published") == 0:
+                    break
+                # The bridge usually acks within milliseconds; don't wait the whole timeout without one.
+                all_published_at = all_published_at or time.monotonic()
+                if time.monotonic() - all_published_at > 1.0:
+                    break
+            self._handle_events(0.05)
+        left = self.outbox.depth()
+        if left:
+            log.info("exiting with %d readings not yet acknowledged by the bridge; they go out on the next start",
+                     left)
+
+    def shutdown(self) -> None:
+        self.watchdog.notify("STOPPING=1")
+        try:
+            if self.link.connected:
+                self.publish_telemetry()
+            self.link.stop()
+        finally:
+            self.reader.close()
+            self.outbox.close()
+        log.info("agent stopped")
+
+    def _handle_events(self, timeout: float) -> None:
+        try:
+            event = self.events.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:
+            try:
+                self.handle(event)
+            except Exception as exc:
+                if not is_disk_full(exc):
+                    raise
+                self.error("disk full while updating the outbox (%s); the reading will be published again", exc)
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                return
+
+    # -- one cycle ------------------------------------------------------------------------------
+    def cycle(self) -> int | None:
+        """Read one frame, commit the reading, publish. Returns the new seq (None: nothing stored)."""
+        self.stats.cycles += 1
+        t0 = time.perf_counter()
+        try:
+            result = self.reader.read(self.outbox.reading_state())
+        except EndOfSource as exc:
+            self._capturing = False
+            log.warning("no more frames: %s; capturing stops (commands, telemetry and the outbox keep running)",
+                        exc)
+            return None
+        except Exception as exc:
+            self.error("cycle %d: reading the meter failed: %s: %s", self.stats.cycles, type(exc).__name__, exc)
+            result = ReadResult(self._error_reading(f"{type(exc).__name__}: {exc}"),
+                                timings={"capture": time.perf_counter() - t0})
+        timings = dict(result.timings)
+        t1 = time.perf_counter()
+        try:
+            stored = self.outbox.add(result.reading, result.state)
+        except OutboxFull as exc:
+            self.error("%s", exc)
+            return None
+        except Exception as exc:
+            if is_disk_full(exc):
+                self.error("disk full: %s", exc)
+                return None
+            raise
+        if stored.dropped:
+            self.error("disk full: dropped the %d oldest unsent readings to keep seq %d", stored.dropped, stored.seq)
+        elif self.outbox.disk_full:
+            self.stats.last_error = "disk full: pruned acknowledged readings to make room"
+        timings["commit"] = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        self.pump()
+        timings["publish"] = time.perf_counter() - t2
+        timings["total"] = time.perf_counter() - t0
+        self.stats.last_timings = timings
+        r = result.reading
+        log.info("seq %d: %s %s%s", stored.seq, r.status, r.value, f" ({r.reason})" if r.reason else "")
+        return stored.seq
+
+    def _error_reading(self, reason: str) -> Reading:
+        return Reading(device_id=self.cfg.device_id, seq=0, taken_at=datetime.now(UTC), value=None,
+                       status="error", reason=reason[:500], confidence=0.0, model=self.reader.model_id)
+
+    # -- publishing the outbox ------------------------------------------------------------------
+    def pump(self) -> None:
+        """Publish the oldest unsent readings, at most `mqtt.max_inflight` at a time."""
+        if not self.link.connected or time.monotonic() < self._paused_until:
+            return
+        if self._resending:
+            if self._inflight:
+                return
+            self._resending = False
+        room = self.cfg.mqtt.max_inflight - len(self._inflight)
+        if room <= 0:
+            return
+        rows = self.outbox.next_to_publish(
+            limit=room, exclude=set(self._inflight.values()),
+            republish_before=self.outbox.clock() - self.cfg.ack_timeout_s)
+        for row in rows:
+            if row.state == "published":
+                log.info("seq %d: no ack from the bridge within %.0fs, publishing it again",
+                         row.seq, self.cfg.ack_timeout_s)
+            mid = self.link.publish(topics.reading(self.cfg.device_id), row.payload, qos=1)
+            if mid is None:
+                return
+            self._inflight[mid] = row.seq
+
+    # -- events ---------------------------------------------------------------------------------
+    def handle(self, event: Event) -> None:
+        if isinstance(event, PubAck):
+            self._on_puback(event)
+        elif isinstance(event, Message):
+            self._on_message(event)
+        elif isinstance(event, Connected):
+            self._on_connected(event)
+        elif isinstance(event, Disconnected):
+            log.warning("disconnected from the broker (%s); readings stay in the outbox, reconnecting", event.reason)
+        elif isinstance(event, ConnectFailed):
+            if event.not_authorized:
+                self.error("the broker refused the login (%s): check mqtt.username and the password in %s",
+                           event.reason, self.cfg.mqtt.password_file or "(no mqtt.password_file)")
+            else:
+                log.warning("cannot connect to the broker: %s; retrying with backoff", event.reason)
+
+    def _on_connected(self, event: Connected) -> None:
+        log.info("connected to %s:%d (session present: %s)", self.cfg.mqtt.host, self.cfg.mqtt.port,
+                 event.session_present)
+        self._resending = bool(self._inflight)
+        did = self.cfg.device_id
+        self.link.publish(topics.status(did), ONLINE, qos=1, retain=True)
+        self.link.subscribe([(topics.cmd_wildcard(did), 1), (topics.ack(did), 1), (discovery.HA_STATUS_TOPIC, 1)])
+        self.publish_discovery()
+        self.publish_telemetry()
+        self.pump()
+
+    def _on_puback(self, event: PubAck) -> None:
+        topic = self.link.settle(event.mid)
+        seq = self._inflight.pop(event.mid, None)
+        if event.refused is None:
+            if seq is not None:
+                self.outbox.mark_published(seq)
+            return
+        what = f"reading seq {seq}" if seq is not None else f"a message on {topic}"
+        if event.not_authorized:
+            self._paused_until = time.monotonic() + self.cfg.mqtt.refused_backoff_s
+            self.error("the broker refused %s as not authorised (%s): a configuration error; check the broker ACL "
+                       "and mqtt.username (must be the device id %s). Retrying in %.0fs", what, event.refused,
+                       self.cfg.device_id, self.cfg.mqtt.refused_backoff_s)
+        else:
+            self.error("the broker refused %s: %s", what, event.refused)
+
+    def _on_message(self, msg: Message) -> None:
+        did = self.cfg.device_id
+        if msg.topic == topics.ack(did):
+            self._on_ack(msg.payload)
+        elif msg.topic == discovery.HA_STATUS_TOPIC:
+            if msg.payload.strip() == ONLINE:
+                log.info("Home Assistant is back online: publishing discovery again")
+                self.publish_discovery()
+        elif msg.topic.startswith(topics.cmd(did, "")):
+            self._on_command(msg)
+
+    def _on_ack(self, payload: bytes) -> None:
+        try:
+            ack = Ack.model_validate_json(payload)
+        except ValueError as exc:
+            log.warning("ignoring an ack that is not an Ack: %s", str(exc).splitlines()[0])
+            return
+        if ack.seq is None:
+            log.warning("the bridge acked a message without a seq (%s%s)", ack.state,
+                        f": {ack.reason}" if ack.reason else "")
+            return
+        if not self.outbox.mark_acked(ack.seq, ack.state, ack.reason):
+            log.debug("ack for seq %d that is already done or unknown", ack.seq)
+            return
+        if ack.state == "rejected":
+            self.error("the bridge rejected reading seq %d: %s", ack.seq, ack.reason or "(no reason given)")
+
+    # -- commands -------------------------------------------------------------------------------
+    def _on_command(self, msg: Message) -> None:
+        parsed = parse_command(self.cfg.device_id, msg.topic, msg.payload, retained=msg.retain)
+        if isinstance(parsed, Refused):
+            self._refuse(parsed)
+            return
+        log.info("command %s", parsed.name)
+        if parsed.name == "capture":
+            self._capture_now = True
+        elif parsed.name == "reload":
+            self._reload()
+        elif parsed.name == "set-value":
+            self._set_value(parsed)
+
+    def _refuse(self, refused: Refused) -> None:
+        self.stats.commands_refused += 1
+        self.error("%s", refused)
+        self.publish_telemetry()
+
+    def _reload(self) -> None:
+        try:
+            cfg = load_edge_config(self.config_path)
+        except ConfigError as exc:
+            self._refuse(Refused("reload", f"config not reloaded, the old one stays: {exc}"))
+            return
+        fixed = {k for k in ("device_id", "state_dir", "mqtt") if getattr(cfg, k) != getattr(self.cfg, k)}
+        if fixed:
+            log.warning("reload: %s changed; that takes a restart (systemctl restart meter-edge)",
+                        ", ".join(sorted(fixed)))
+            cfg = cfg.model_copy(update={k: getattr(self.cfg, k) for k in fixed})
+        try:
+            reader = self.reader_factory(cfg)
+        except Exception as exc:
+            self._refuse(Refused("reload", f"layout/model not reloaded, the old ones stay: {exc}"))
+            return
+        self.reader.close()
+        self.reader, self.cfg = reader, cfg
+        self._capturing = True
+        log.info("reloaded config and layout (interval %.3gs)", cfg.interval_s)
+
+    def _set_value(self, cmd: Command) -> None:
+        assert cmd.set_value is not None
+        at = cmd.set_value.at or datetime.now(UTC)
+        try:
+            state = self.reader.set_previous(self.outbox.reading_state(), cmd.set_value.value, at)
+        except ValueError as exc:
+            self._refuse(Refused("set-value", str(exc)))
+            return
+        self.outbox.set_reading_state(state)
+        log.info("set-value: previous accepted value is now %s (at %s)", cmd.set_value.value, at.isoformat())
+
+    # -- telemetry and discovery ----------------------------------------------------------------
+    def telemetry(self) -> Any:
+        return build_telemetry(
+            uptime_s=time.monotonic() - self.started,
+            outbox_depth=self.outbox.depth(),
+            outbox_dropped=self.outbox.dropped(),
+            last_error=self.stats.last_error,
+            state_dir=self.cfg.state_dir,
+            disk_full=self.outbox.disk_full,
+            model=self.reader.model_id,
+            version=__version__,
+            last_seq=self.outbox.last_seq(),
+            commands_refused=self.stats.commands_refused,
+        )
+
+    def publish_telemetry(self) -> None:
+        self.link.publish(topics.telemetry(self.cfg.device_id), self.telemetry().to_json_bytes(), qos=0, retain=True)
+
+    def publish_discovery(self) -> None:
+        if not self.cfg.mqtt.ha_discovery:
+            return
+        for topic, config in discovery.discovery_messages(self.cfg.device_id, version=__version__).items():
+            self.link.publish(topic, config.to_json_bytes(), qos=1, retain=True)

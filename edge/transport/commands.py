@@ -1,0 +1,68 @@
+"""Commands an installer or operator sends on `meters/{id}/cmd/{name}`, parsed or refused with a reason.
+
+Parsing is pure: a refused command changes nothing, and the reason goes to the log and telemetry.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import ValidationError
+
+from contract import topics
+from contract.payloads import SetValueCommand
+
+MAX_COMMAND_BYTES = 4096
+CommandName = Literal["capture", "reload", "set-value"]
+
+
+@dataclass(frozen=True)
+class Command:
+    name: CommandName
+    set_value: SetValueCommand | None = None
+
+
+@dataclass(frozen=True)
+class Refused:
+    name: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"command {self.name!r} refused: {self.reason}"
+
+
+def parse_command(device_id: str, topic: str, payload: bytes, *, retained: bool = False) -> Command | Refused:
+    """`capture` and `reload` take an empty payload or any JSON object; `set-value` takes
+    `{"value": "00123.456"}` (a decimal string, optionally with `"at"`)."""
+    parsed = topics.parse_device_topic(topic)
+    if parsed is None or parsed.kind != topics.CMD or parsed.device_id != device_id or parsed.name is None:
+        return Refused(topic[-64:], "not a command topic of this device")
+    name = parsed.name
+    if name not in topics.COMMANDS:
+        return Refused(name[:64], f"unknown command (known: {', '.join(topics.COMMANDS)})")
+    if retained:
+        return Refused(name, "retained command ignored (it would run again on every reconnect); "
+                             "publish commands without the retain flag")
+    if len(payload) > MAX_COMMAND_BYTES:
+        return Refused(name, f"payload of {len(payload)} bytes is larger than {MAX_COMMAND_BYTES}")
+    data: object = None
+    if payload.strip():
+        try:
+            data = json.loads(payload)
+        except (ValueError, RecursionError) as exc:
+            return Refused(name, f"bad JSON: {str(exc)[:120]}")
+        if not isinstance(data, dict):
+            return Refused(name, f"payload must be a JSON object, got {type(data).__name__}")
+    if name == "set-value":
+        if data is None:
+            return Refused(name, 'needs a payload like {"value": "00123.456"}')
+        try:
+            cmd = SetValueCommand.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or "(payload)"
+            return Refused(name, f"{field}: {first['msg']} (value must be a decimal string like \"00123.456\")")
+        return Command("set-value", cmd)
+    return Command(name)  # type: ignore[arg-type]

@@ -1,0 +1,168 @@
+"""Helpers the agent's tests import: a scripted reader (stands in for camera + pipeline), MQTT
+collectors, an in-process agent thread, and broker password entries."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import queue
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from contract.payloads import Ack, Reading
+from edge.agent.core import Agent, ReadResult
+from edge.config import EdgeConfig
+
+
+class ScriptedReader:
+    """Reads a meter whose value rises by 0.001 m³ a cycle; its state is the previous accepted value."""
+
+    model_id = "scripted-test"
+
+    def __init__(self, cfg: EdgeConfig) -> None:
+        self.device_id = cfg.device_id
+        self.closed = False
+
+    def read(self, state: dict[str, Any] | None) -> ReadResult:
+        prev = float(state["previous"]) if state else 100.0
+        value = f"{prev + 0.001:09.3f}"
+        reading = Reading(device_id=self.device_id, seq=0, taken_at=datetime.now(UTC), value=value, status="ok",
+                          confidence=0.99, model=self.model_id)
+        return ReadResult(reading, {"previous": value}, {"capture": 0.001})
+
+    def set_previous(self, state: dict[str, Any] | None, value: str, at: datetime) -> dict[str, Any]:
+        return {"previous": value, "at": at.isoformat()}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def edge_config(tmp_path: Path, port: int, **over: Any) -> EdgeConfig:
+    base: dict[str, Any] = {
+        "device_id": "dev-a", "state_dir": tmp_path / "state", "interval_s": 0.05, "telemetry_interval_s": 60,
+        "ack_timeout_s": 30, "drain_timeout_s": 5,
+        "mqtt": {"host": "127.0.0.1", "port": port, "reconnect_min_s": 1, "reconnect_max_s": 1},
+    }
+    mqtt_over = over.pop("mqtt", {})
+    base.update(over)
+    base["mqtt"].update(mqtt_over)
+    return EdgeConfig(**base)
+
+
+@dataclass
+class Collector:
+    """A subscriber that records every message; as `bridge=True` it acks each reading like the bridge."""
+
+    port: int
+    subs: list[str]
+    bridge: bool = False
+    user: str | None = None
+    password: str | None = None
+    client_id: str = "collector"
+    messages: list[mqtt.MQTTMessage] = field(default_factory=list)
+    q: queue.Queue[mqtt.MQTTMessage] = field(default_factory=queue.Queue)
+
+    def __post_init__(self) -> None:
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5)
+        if self.user:
+            self.c.username_pw_set(self.user, self.password)
+        self.c.reconnect_delay_set(1, 1)
+        self.connected = threading.Event()
+        self.c.on_connect = self._on_connect
+        self.c.on_message = self._on_message
+
+    def _on_connect(self, c: mqtt.Client, u: Any, f: Any, rc: Any, p: Any) -> None:
+        c.subscribe([(s, 1) for s in self.subs])
+        self.connected.set()
+
+    def _on_message(self, c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
+        self.messages.append(msg)
+        self.q.put(msg)
+        if self.bridge and msg.topic.endswith("/reading"):
+            r = Reading.model_validate_json(msg.payload)
+            c.publish(f"meters/{r.device_id}/ack", Ack(seq=r.seq, state="stored").to_json_bytes(), qos=1)
+
+    def start(self) -> Collector:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 600  # keeps its queue while the broker restarts
+        self.c.connect_async("127.0.0.1", self.port, clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY, properties=props)
+        self.c.loop_start()
+        assert self.connected.wait(10), "collector could not connect"
+        time.sleep(0.2)  # SUBACK
+        return self
+
+    def stop(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+    def on(self, suffix: str) -> list[mqtt.MQTTMessage]:
+        return [m for m in list(self.messages) if m.topic.endswith(suffix)]
+
+    def seqs(self) -> list[int]:
+        return [Reading.model_validate_json(m.payload).seq for m in self.on("/reading")]
+
+    def wait_for(self, pred: Any, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pred():
+                return True
+            time.sleep(0.02)
+        return bool(pred())
+
+
+class AgentThread:
+    """An in-process agent on a thread (the scripted reader), stopped at teardown."""
+
+    def __init__(self, cfg: EdgeConfig, cycles: int | None = None, reader: type = ScriptedReader) -> None:
+        self.agent = Agent(cfg, reader)
+        self.rc: int | None = None
+        self.thread = threading.Thread(target=self._run, args=(cycles,), daemon=True)
+
+    def _run(self, cycles: int | None) -> None:
+        self.rc = self.agent.run(cycles)
+
+    def start(self) -> AgentThread:
+        self.thread.start()
+        return self
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self.agent.request_stop()
+        self.thread.join(timeout)
+
+    def join(self, timeout: float) -> None:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "agent did not finish"
+
+
+def mosquitto_password_line(user: str, password: str) -> str:
+    """A Mosquitto 2 `$7$` entry (PBKDF2-SHA512, 101 iterations), via mosquitto_passwd when present."""
+    tool = shutil.which("mosquitto_passwd")
+    if tool:
+        tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"pw-{os.getpid()}-{user}"
+        try:
+            subprocess.run([tool, "-c", "-b", str(tmp), user, password], check=True, capture_output=True)
+            return tmp.read_text().strip()
+        finally:
+            tmp.unlink(missing_ok=True)
+    salt = os.urandom(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, 101)
+    return f"{user}:$7$101${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def add_accounts(broker: Any, accounts: dict[str, str]) -> None:
+    with open(broker.password_file, "a") as f:
+        for user, pw in accounts.items():
+            f.write(mosquitto_password_line(user, pw) + "\n")
+    broker.reload()

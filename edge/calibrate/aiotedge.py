@@ -155,7 +155,7 @@ def read_aiotedge_config(path: Path | str, number: str | None = None) -> AiotEdg
         warnings.append(f"{number}.DecimalShift = {shift} multiplies the reading; not supported, ignored")
 
     for text in warnings:
-        log.warning("%s: %s", path, text)
+        log.info("%s: %s", path, text)
     return AiotEdgeConfig(
         path=path, number=number, digits=[r for _, r in entries], digit_names=[n for n, _ in entries],
         anchors=anchors, initial_rotation_deg=rotation, decimal_shift=shift, analog=analog, numbers=numbers,

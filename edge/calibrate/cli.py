@@ -1,0 +1,174 @@
+"""`meter-edge calibrate`: write layout.toml, its reference image and a picture for the installer."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import click
+import cv2
+import numpy as np
+
+from edge.calibrate.aiotedge import check_marks, read_aiotedge_config
+from edge.calibrate.align import Aligner, AlignError, crop_rois, rotate_image
+from edge.calibrate.layout import (
+    AlignSettings,
+    Anchor,
+    Layout,
+    LayoutError,
+    Roi,
+    check_rois_inside,
+    parse_rois,
+    save_layout,
+)
+from edge.calibrate.picture import CropReading, render_picture
+
+log = logging.getLogger(__name__)
+
+
+def reference_path_for(out: Path) -> Path:
+    """``layout.toml`` → ``layout.reference.png`` (the frame the device aligns against)."""
+    return out.with_name(out.stem + ".reference.png")
+
+
+def picture_path_for(out: Path) -> Path:
+    """``layout.toml`` → ``layout.png`` (the picture for the installer)."""
+    return out.with_suffix(".png")
+
+
+def read_model(crops: list[np.ndarray], model: Path | None) -> tuple[list[CropReading] | None, str]:
+    """Classify the crops with the digit model, or say why it could not be used (never raises)."""
+    try:
+        from edge.infer import DigitModel
+
+        clf = DigitModel(model)
+        preds = clf.classify(crops)
+    except Exception as exc:  # a missing model or runtime must not stop a calibration
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return None, f"model not available: {reason}"
+    readings = [CropReading(p.digit, p.value, p.confidence) for p in preds]
+    return readings, f"model {clf.model_id} ({clf.path.name}), confidence threshold {clf.threshold:.2f}"
+
+
+def _fail(message: str) -> click.ClickException:
+    return click.ClickException(message)
+
+
+@click.command("calibrate")
+@click.option("--image", "image_path", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="A frame from this camera with the LED on (with --from-aiotedge: the device's reference.jpg).")
+@click.option("--rois", default=None,
+              help='Digit windows "x,y,w,h;x,y,w,h;…" in pixels of the (rotated) image, left to right.')
+@click.option("--decimals", type=click.IntRange(min=0), default=None,
+              help="How many of the digits are after the decimal point (default 0, or the imported config's).")
+@click.option("--unit", default="m3", show_default=True, help="Unit of the reading.")
+@click.option("--rotate", "rotate_deg", type=click.FloatRange(-180, 180), default=None,
+              help="Rotate the image by DEG clockwise first (like AI-on-the-edge's InitialRotate); the ROIs are "
+                   "then measured on the rotated image, which the picture shows.")
+@click.option("--from-aiotedge", "aiotedge", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Import digit ROIs, alignment marks and InitialRotate from an AI-on-the-edge-device config.ini; "
+                   "--rois are added to the imported ones (all sorted left to right).")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="The layout file to write (the reference image and picture go beside it).")
+@click.option("--model", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Digit model (.tflite) for the picture's readings; default: the bundled one.")
+def calibrate(image_path: Path, rois: str | None, decimals: int | None, unit: str, rotate_deg: float | None,
+              aiotedge: Path | None, out: Path, model: Path | None) -> None:
+    """Write a layout (where the digits are) from one frame, and a picture to check it.
+
+    \b
+    Takes a frame from the installed camera and the digit windows (ROIs) measured on it, and writes:
+      OUT                      the layout the device reads (layout.toml)
+      OUT-stem.reference.png   the frame every later photo is aligned to
+      OUT-stem.png             the frame with numbered windows and, under it, each window enlarged
+                               with what the digit model reads there: check it before leaving.
+
+    \b
+    Examples:
+      meter-edge calibrate --image frame.jpg --rois "198,62,49,71;258,62,49,71" --out layout.toml
+      meter-edge calibrate --from-aiotedge config.ini --image reference.jpg --out layout.toml
+    """
+    if not image_path.is_file():
+        raise _fail(f"image {image_path} does not exist")
+    image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise _fail(f"image {image_path} is not a readable picture (JPEG/PNG); take another frame")
+    if rois is None and aiotedge is None:
+        raise _fail('no digit windows given: pass --rois "x,y,w,h;…" and/or --from-aiotedge config.ini')
+
+    anchors: list[Anchor] = []
+    digits: list[Roi] = []
+    rotation = 0.0
+    notes: list[str] = []
+    if aiotedge is not None:
+        if rotate_deg is not None:
+            raise _fail("--rotate and --from-aiotedge together: the imported InitialRotate already says it")
+        try:
+            cfg = read_aiotedge_config(aiotedge)
+        except LayoutError as exc:
+            raise _fail(str(exc)) from exc
+        digits += cfg.digits
+        anchors = cfg.anchors
+        rotation = cfg.initial_rotation_deg
+        notes += cfg.warnings + check_marks(cfg, image)
+        if decimals is None:
+            decimals = cfg.decimals
+        click.echo(f"imported from {aiotedge}: {len(cfg.digits)} digit ROI(s) ({', '.join(cfg.digit_names)}), "
+                   f"{len(cfg.anchors)} alignment mark(s), InitialRotate {rotation:g}")
+    elif rotate_deg:
+        rotation = rotate_deg
+        image = rotate_image(image, rotation)
+    if rois is not None:
+        try:
+            digits += parse_rois(rois)
+        except LayoutError as exc:
+            raise _fail(str(exc)) from exc
+    digits.sort(key=lambda r: r.x + r.w / 2)
+    h, w = image.shape[:2]
+    try:
+        check_rois_inside(digits, w, h)
+    except LayoutError as exc:
+        raise _fail(str(exc)) from exc
+
+    out = out.resolve()
+    ref_path = reference_path_for(out)
+    try:
+        layout = Layout(reference_image=ref_path, anchors=anchors, digits=digits, decimals=decimals or 0, unit=unit,
+                        alignment=AlignSettings(initial_rotation_deg=rotation))
+    except ValueError as exc:
+        raise _fail(f"invalid layout: {exc}") from exc
+    try:
+        Aligner(layout, reference=image)  # the device must be able to align against this frame
+    except AlignError as exc:
+        raise _fail(str(exc)) from exc
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = ref_path.with_name(ref_path.name + ".tmp.png")
+    if not cv2.imwrite(str(tmp), image):
+        raise _fail(f"cannot write {ref_path} (disk full or no permission?)")
+    shutil.move(tmp, ref_path)
+    save_layout(layout, out)
+
+    crops = crop_rois(image, layout)
+    readings, model_note = read_model(crops, model)
+    title = f"{out.name}: {len(digits)} digits, {layout.decimals} after the point, unit {unit}"
+    if rotation:
+        title += f", frames rotated {rotation:g} deg first"
+    picture = render_picture(image, digits, decimals=layout.decimals, anchors=anchors, readings=readings,
+                             model_note=model_note, title=title)
+    pic_path = picture_path_for(out)
+    if not cv2.imwrite(str(pic_path), picture):
+        raise _fail(f"cannot write {pic_path} (disk full or no permission?)")
+
+    for note in notes:
+        click.secho(f"warning: {note}", fg="yellow", err=True)
+    if readings is not None:
+        shown = "".join(r.text().split()[0] for r in readings)
+        click.echo(f"the model reads: {shown[: len(shown) - layout.decimals]}"
+                   + (f".{shown[len(shown) - layout.decimals:]}" if layout.decimals else "") + f" {unit}")
+    else:
+        click.secho(model_note, fg="yellow", err=True)
+    click.echo(f"layout:    {out}")
+    click.echo(f"reference: {ref_path}")
+    click.echo(f"picture:   {pic_path}  <- open it: each number's box must hold one whole digit")

@@ -9,6 +9,7 @@ from edge.capture.simulator.faults import FaultMix, apply_photometric, sample_fa
 from edge.capture.simulator.meter import N_INT, N_WHEELS, ROIS, WINDOW, MeterStyle, render_clean
 
 _MARGIN = 24  # pixels around the counter window kept for blur and glare
+_FRAMES_PER_METER = 3  # photos taken of each random meter (a style is costly to set up)
 
 
 def random_positions(rng: np.random.Generator, k: int) -> list[float]:
@@ -22,7 +23,7 @@ def random_positions(rng: np.random.Generator, k: int) -> list[float]:
 def digit_crops(n: int, seed: int, mix: FaultMix | None = None) -> list[tuple[np.ndarray, float]]:
     """`n` BGR crops of single wheels with the wheel's true position (0.0–9.9, one decimal).
 
-    Each simulated frame has its own meter style (drum and ink colours, font weight, digit size, drum
+    Every few simulated frames get a new meter style (drum and ink colours, font weight, digit size, drum
     curvature) and photometric faults from the default mix without hard faults (blur, glare, dark,
     noise); geometric faults are left out because alignment undoes them, and the crop box is jittered
     by up to 2 px instead. The crop goes through JPEG as on the device. Deterministic for a seed.
@@ -34,8 +35,12 @@ def digit_crops(n: int, seed: int, mix: FaultMix | None = None) -> list[tuple[np
     wx, wy, ww, wh = WINDOW
     ox, oy = wx - _MARGIN, wy - _MARGIN
     out: list[tuple[np.ndarray, float]] = []
+    frames = 0
+    style = MeterStyle.default()
     while len(out) < n:
-        style = MeterStyle.random(rng)
+        if frames % _FRAMES_PER_METER == 0:
+            style = MeterStyle.random(rng)
+        frames += 1
         positions = random_positions(rng, N_WHEELS)
         frame = render_clean(positions, style, dial_value=float(rng.uniform(0, 1000)))
         region = frame[oy: wy + wh + _MARGIN, ox: wx + ww + _MARGIN]

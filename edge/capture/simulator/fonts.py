@@ -56,7 +56,24 @@ def glyph_mask(char: str, bold: bool = False) -> np.ndarray:
     ys, xs = np.nonzero(arr > 0.02)
     if len(ys) == 0:
         raise ValueError(f"font renders nothing for {char!r}")
-    return np.ascontiguousarray(arr[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1])
+    mask = arr[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1]
+    if char == "1":
+        mask = _without_foot(mask)
+    return np.ascontiguousarray(mask)
+
+
+def _without_foot(mask: np.ndarray) -> np.ndarray:
+    """DejaVu's 1 stands on a serif foot that counters do not print (and that makes it look like a 7)."""
+    h = mask.shape[0]
+    stem = mask[int(h * 0.4): int(h * 0.7)].max(axis=0) > 0.5
+    cols = np.nonzero(stem)[0]
+    out = mask.copy()
+    foot = slice(int(h * 0.8), h)
+    keep = np.zeros(mask.shape[1], np.float32)
+    keep[cols.min(): cols.max() + 1] = 1.0
+    out[foot] *= keep[None, :]
+    xs = np.nonzero(out.max(axis=0) > 0.02)[0]
+    return out[:, xs.min(): xs.max() + 1]
 
 
 def draw_text(img: np.ndarray, xy: tuple[int, int], text: str, size: int, color: tuple[int, int, int],

@@ -56,6 +56,8 @@ class MeterStyle:
     ring: BGR = (70, 120, 150)  # body ring (brass-like)
     light_x: float = 0.45       # where the flash LED's hot spot sits (fraction of the width)
     light_y: float = 0.40
+    tint: tuple[float, float, float] = (1.0, 1.0, 1.0)  # the camera's white balance (B, G, R gains)
+    lens_blur: float = 0.5      # sigma in pixels: a cheap camera module is never pixel-sharp
 
     @classmethod
     def default(cls) -> MeterStyle:
@@ -86,6 +88,8 @@ class MeterStyle:
             ring=jitter((70, 120, 150), 40),
             light_x=float(rng.uniform(0.3, 0.7)),
             light_y=float(rng.uniform(0.25, 0.6)),
+            tint=(float(rng.uniform(0.88, 1.08)), float(rng.uniform(0.95, 1.06)), float(rng.uniform(0.9, 1.1))),
+            lens_blur=float(rng.uniform(0.3, 1.0)),
         )
 
 
@@ -122,9 +126,12 @@ def _drum_strip(style: MeterStyle, decimal: bool) -> np.ndarray:
     h = math.ceil(13 * pitch)
     strip = np.empty((h, w, 3), np.float32)
     strip[:] = bg
-    gw, gh = round(style.digit_w * SS), round(style.digit_h * SS)
+    gh = round(style.digit_h * SS)
+    x_scale = style.digit_w * SS / glyph_mask("0", style.bold).shape[1]  # a 0 is digit_w wide, the rest in proportion
     for j in range(-1, 12):
-        glyph = cv2.resize(glyph_mask(str(j % 10), style.bold), (gw, gh), interpolation=cv2.INTER_AREA)
+        mask = glyph_mask(str(j % 10), style.bold)
+        gw = min(w - 2, round(mask.shape[1] * x_scale))
+        glyph = cv2.resize(mask, (gw, gh), interpolation=cv2.INTER_AREA)
         cy = (j + 1.5) * pitch
         y0, x0 = round(cy - gh / 2), round((w - gw) / 2)
         a = glyph[..., None]
@@ -213,7 +220,7 @@ def _illumination(style: MeterStyle) -> np.ndarray:
     lx, ly = style.light_x * FRAME_W, style.light_y * FRAME_H
     hot = np.exp(-((xx - lx) ** 2 + (yy - ly) ** 2) / (2 * 260.0 ** 2))
     vig = 1 - 0.25 * (((xx - FRAME_W / 2) / (FRAME_W / 2)) ** 2 + ((yy - FRAME_H / 2) / (FRAME_H / 2)) ** 2) / 2
-    return ((0.72 + 0.33 * hot) * vig).astype(np.float32)[..., None]
+    return ((0.72 + 0.33 * hot) * vig)[..., None].astype(np.float32) * np.array(style.tint, np.float32)
 
 
 def _draw_moving_parts(img: np.ndarray, value: float) -> None:
@@ -240,7 +247,10 @@ def render_clean(positions: list[float], style: MeterStyle | None = None, dial_v
     for i, (p, (x, y, w, h)) in enumerate(zip(positions, ROIS, strict=True)):
         img[y:y + h, x:x + w] = render_wheel(p, style, decimal=i >= N_INT)
     _draw_moving_parts(img, dial_value)
-    return np.clip(img.astype(np.float32) * _illumination(style), 0, 255).astype(np.uint8)
+    lit = img.astype(np.float32) * _illumination(style)
+    if style.lens_blur > 0:
+        lit = cv2.GaussianBlur(lit, (0, 0), style.lens_blur)
+    return np.clip(lit, 0, 255).astype(np.uint8)
 
 
 def render_frame(value: float, faults: Faults | None = None, rng: np.random.Generator | None = None,

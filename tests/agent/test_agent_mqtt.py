@@ -24,6 +24,7 @@ def test_readings_are_published_acked_and_done(broker: MosquittoBroker, tmp_path
     at = AgentThread(cfg, cycles=5).start()
     at.join(20)
     assert at.rc == 0
+    col.wait_for(lambda: len(col.seqs()) >= 5)
     assert col.seqs() == [1, 2, 3, 4, 5]
     values = [Reading.model_validate_json(m.payload).value for m in col.on("/reading")]
     assert values == ["00100.001", "00100.002", "00100.003", "00100.004", "00100.005"]
@@ -93,5 +94,6 @@ def test_a_week_offline_drains_completely(broker: MosquittoBroker, tmp_path: Pat
     ob.close()
     col = collector_factory(broker.port, ["meters/dev-a/reading"], bridge=True)
     AgentThread(cfg, cycles=1).start().join(30)
+    col.wait_for(lambda: len(col.seqs()) >= 169)
     assert col.seqs() == list(range(1, 170))
     assert Outbox(cfg.state_dir).depth() == 0

@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from cloud_bridge.submission.settings import SubmissionSection
 from contract.settings import ConfigError, Section, TomlEnvSettings, load_settings
 
 DEFAULT_CONFIG = Path("config/bridge.toml")
@@ -96,6 +97,7 @@ class BridgeConfig(TomlEnvSettings):
     broker: BrokerSection = Field(default_factory=BrokerSection)  # type: ignore[arg-type]
     ingest: IngestSection = Field(default_factory=IngestSection)  # type: ignore[arg-type]
     fleet: FleetSection = Field(default_factory=FleetSection)  # type: ignore[arg-type]
+    submission: SubmissionSection = Field(default_factory=SubmissionSection)  # type: ignore[arg-type]
 
     @field_validator("database_url")
     @classmethod

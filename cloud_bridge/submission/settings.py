@@ -37,3 +37,9 @@ def load_config_for_cli(ctx: click.Context) -> BridgeConfig:
         return load_bridge_config(path)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def submission_settings(config: BridgeConfig) -> SubmissionSection:
+    """The config's `submission` section (defaults when the config has none)."""
+    section = getattr(config, "submission", None)
+    return section if isinstance(section, SubmissionSection) else SubmissionSection()

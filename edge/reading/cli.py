@@ -1,0 +1,146 @@
+"""``meter-edge read``: read meter photos with a layout, one JSON reading per frame per line."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edge.reading.assemble import confirm
+from edge.reading.model import ReadingState
+from edge.reading.rules import parse_value
+
+TIME_IN_NAME = re.compile(r"(\d{8}T\d{6}Z)")
+
+
+def frame_time(path: Path, fallback: datetime | None = None) -> datetime:
+    """A ``YYYYMMDDTHHMMSSZ`` in the file name, else ``fallback``, else the file's modification time (UTC)."""
+    m = TIME_IN_NAME.search(path.name)
+    if m:
+        try:
+            return datetime.strptime(m.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        except ValueError:
+            pass
+    if fallback is not None:
+        return fallback
+    return datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
+
+
+def _parse_time(text: str) -> datetime:
+    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+@click.command("read")
+@click.argument("frames", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--layout", "layout_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="layout.toml written by `meter-edge calibrate`.")
+@click.option("--previous", default=None, metavar="VALUE",
+              help="The meter's last accepted value (e.g. 123.456); without it the first readable frame is taken.")
+@click.option("--previous-at", default=None, metavar="ISO_TIME",
+              help="When --previous was read (UTC ISO 8601); without it the first frame's rise is not rate-checked.")
+@click.option("--max-rate", type=click.FloatRange(min=0, min_open=True), default=None, metavar="M3_PER_H",
+              help="Highest plausible flow in m3/h [default: reading.max_rate_m3_per_h of the config, 3.0].")
+@click.option("--interval", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Frames without a time in their name are taken SECONDS apart, from the first one's file time "
+                   "[default: each file's modification time].")
+@click.option("--explain", is_flag=True, help="Add each wheel's prediction, the deciding rule and stage timings.")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A .tflite digit model with its .json sidecar [default: the config's, else the bundled one].")
+@click.option("--device-id", default="cli", show_default=True, help="device_id written into each reading.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Edge config for the reading rules [default: config/edge.toml when present].")
+def read(frames: tuple[Path, ...], layout_path: Path, previous: str | None, previous_at: str | None,
+         max_rate: float | None, interval: float | None, explain: bool, model_path: Path | None, device_id: str,
+         config_path: Path | None) -> None:
+    """Read meter photos FRAMES in the order given, as the device would, and print one JSON line each.
+
+    \b
+    Each line is a Reading (v, device_id, seq = frame index, taken_at, value, unit, status, reason,
+    confidence, digits, model) plus "frame" (the path); --explain adds "explain". Each accepted (ok)
+    value is carried forward as the previous one, as on the device. Only status "ok" would be billed;
+    "suspect" carries a reason starting with a rule code (docs/reading.md), "error" means the frame
+    could not be read (not an image, alignment failed).
+    A frame's time comes from a YYYYMMDDTHHMMSSZ in its name (e.g. 20261124T170000Z.jpg), else from
+    --interval, else from the file's modification time.
+
+    \b
+    Exit status: 0 when every frame gave an ok or suspect reading; 1 when at least one frame was an
+    error (unreadable file, alignment failed: check the calibration); 2 for a usage or setup problem
+    (layout, model or config missing or invalid), before any frame is read.
+    """
+    import cv2
+    import numpy as np
+
+    from contract.settings import ConfigError
+    from edge.calibrate.align import AlignError
+    from edge.calibrate.layout import LayoutError
+    from edge.config import load_edge_config
+    from edge.infer import DigitModel, InferenceError
+    from edge.pipeline import FramePipeline
+    from edge.reading.assemble import assemble
+    from edge.reading.model import Observation
+    from edge.reading.payload import to_reading
+    from edge.reading.rules import Rules
+
+    try:
+        cfg = load_edge_config(config_path)
+    except ConfigError as exc:
+        raise click.UsageError(f"edge config: {exc}") from exc
+    try:
+        model_file = model_path or (Path(cfg.model) if cfg.model else None)
+        classifier = DigitModel(model_file)
+    except InferenceError as exc:
+        raise click.ClickException(f"{exc}; pass --model PATH or run `make train`") from exc
+    try:
+        pipe = FramePipeline.from_files(layout_path, classifier)
+    except (LayoutError, AlignError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    pipe.rules = Rules.from_config(cfg.reading, pipe.layout.decimals, max_rate)
+
+    state = ReadingState()
+    if previous is not None:
+        try:
+            value = pipe.rules.quantize(parse_value(previous))
+            at = _parse_time(previous_at) if previous_at else None
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--previous/--previous-at") from exc
+        state = confirm(state, value, at) if at else ReadingState(previous=value)
+
+    errors = 0
+    first_time: datetime | None = None
+    for seq, path in enumerate(frames):
+        fallback = None
+        if interval is not None and not TIME_IN_NAME.search(path.name):
+            if first_time is None:
+                first_time = frame_time(path) if path.exists() else datetime.now(UTC)
+            fallback = first_time + timedelta(seconds=interval * seq)
+        try:
+            taken_at = frame_time(path, fallback)
+            image = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR)
+            problem = None if image is not None else f"{path} is not a readable image (corrupt or not a photo)"
+        except OSError as exc:
+            taken_at, image, problem = fallback or datetime.now(UTC), None, f"cannot read {path}: {exc.strerror}"
+        if problem is not None:
+            decision, state = assemble(state, Observation((), taken_at, failure=problem), pipe.rules)
+            extra: dict[str, Any] = {"explain": decision.explain()} if explain else {}
+        else:
+            result = pipe.process(image, taken_at, state)
+            decision, state = result.decision, result.state
+            extra = {}
+            if explain:
+                extra["explain"] = {**result.explain,
+                                    "timings_ms": {k: round(v * 1000, 2) for k, v in result.timings.items()}}
+        errors += decision.status == "error"
+        reading = to_reading(decision, device_id=device_id, seq=seq, taken_at=taken_at, model=pipe.model_id)
+        line = {**json.loads(reading.model_dump_json()), "frame": str(path), **extra}
+        click.echo(json.dumps(line, separators=(",", ":")))
+        sys.stdout.flush()
+    if errors:
+        click.echo(f"{errors} of {len(frames)} frames could not be read (status error); see their reasons", err=True)
+        sys.exit(1)

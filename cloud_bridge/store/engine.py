@@ -93,6 +93,8 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     on PostgreSQL an advisory lock serialises concurrent upgrades."""
     from alembic import command
 
+    if not log.isEnabledFor(logging.DEBUG):
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     before = current_revision(engine)
     command.upgrade(_alembic_config(engine), revision)
     after = current_revision(engine)

@@ -30,7 +30,8 @@ def _percentile(sorted_values: list[float], q: float) -> float | None:
 def collect(conn: Connection, cfg: BridgeConfig, now: datetime | None = None) -> dict[str, Any]:
     now = now or utcnow()
     counted = dict(conn.execute(select(counters.c.name, func.sum(counters.c.value)).group_by(counters.c.name)).all())
-    by_status: dict[str, int] = dict(conn.execute(select(readings.c.status, func.count()).group_by(readings.c.status)).all())
+    by_status: dict[str, int] = dict(
+        conn.execute(select(readings.c.status, func.count()).group_by(readings.c.status)).all())
     by_reason: dict[str, int] = dict(conn.execute(select(refusals.c.reason, func.count()).group_by(refusals.c.reason)
                                   .order_by(refusals.c.reason)).all())
     newest = conn.execute(select(func.max(readings.c.stored_at))).scalar()

@@ -93,7 +93,8 @@ def render_picture(
     tile_zoom = max(1, min(zoom, 300 // max_h))
     text_scale = 0.55
     caption = 3 * 24 + 10
-    tile_w = max(max_w * tile_zoom, _text_width("N  (9.9)  p=0.00", text_scale)) + 20
+    widest = max(_text_width(f"{r.x},{r.y} {r.w}x{r.h}", text_scale * 0.8) for r in digits)
+    tile_w = max(max_w * tile_zoom, _text_width("pos 9.9  p=0.00", text_scale), widest) + 20
     tile_h = max_h * tile_zoom + caption + 20
     per_row = max(1, fw // tile_w)
     rows = (len(digits) + per_row - 1) // per_row
@@ -120,15 +121,16 @@ def render_picture(
         bx = x + (tile_w - 20 - big.shape[1]) // 2
         out[y : y + big.shape[0], bx : bx + big.shape[1]] = big
         cv2.rectangle(out, (bx - 1, y - 1), (bx + big.shape[1], y + big.shape[0]), colour, 1)
-        ty = y + big.shape[0] + 24
-        _text(out, f"#{i + 1}  {r.x},{r.y} {r.w}x{r.h}", (x, ty), text_scale, colour)
+        ty = y + big.shape[0] + 26
         if readings is not None and i < len(readings):
             rd = readings[i]
-            warn = rd.digit is None
-            _text(out, f"reads {'N' if rd.digit is None else rd.digit}", (x, ty + 24), text_scale * 1.2,
-                  WARN_COLOUR if warn else FG, 2)
-            _text(out, f"pos {rd.value:.1f}  p={rd.confidence:.2f}", (x, ty + 48), text_scale,
-                  WARN_COLOUR if warn else FG)
+            shade = WARN_COLOUR if rd.digit is None else FG
+            _text(out, f"#{i + 1}  reads {'N' if rd.digit is None else rd.digit}", (x, ty), text_scale * 1.2,
+                  shade, 2)
+            _text(out, f"pos {rd.value:.1f}  p={rd.confidence:.2f}", (x, ty + 24), text_scale, shade)
+        else:
+            _text(out, f"#{i + 1}", (x, ty), text_scale * 1.2, colour, 2)
+        _text(out, f"{r.x},{r.y} {r.w}x{r.h}", (x, ty + 46), text_scale * 0.8, colour)
     fy = out.shape[0] - footer_h + 25
     for line in footer:
         colour = WARN_COLOUR if line.startswith("model not available") else FG

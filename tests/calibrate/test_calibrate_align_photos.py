@@ -221,3 +221,12 @@ def test_other_aspect_ratio_is_refused(demo_aligner: Aligner, demo_dir: Path) ->
     frame = cv2.resize(cv2.imread(str(demo_dir / "531.82235.jpg")), (640, 360))
     result = demo_aligner.align(frame)
     assert not result.ok and result.reason and "aspect ratio" in result.reason
+
+
+def test_example_demo_layout_helper(tmp_path: Path, demo_dir: Path) -> None:
+    from edge.calibrate.examples import aiotedge_demo_layout
+    from edge.calibrate.layout import load_layout
+
+    layout = load_layout(aiotedge_demo_layout(demo_dir, tmp_path / "demo" / "layout.toml"))
+    assert layout.digits == parse_rois(AIOTEDGE_DEMO_ROIS)
+    assert Aligner(layout).align(cv2.imread(str(demo_dir / "531.10877.jpg"))).ok

@@ -30,13 +30,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
 	@touch $@
 
+# The tests include a one-epoch training smoke run, so they install TensorFlow too (never the device).
 install-train:
-	$(MAKE) install EXTRAS=edge,cloud,dev,train
+	@$(MAKE) --no-print-directory install EXTRAS=edge,cloud,dev,train
 
 demo: install
 	$(BIN)/python -m demo.run
 
-test: install
+test: install-train
 	@set +e; $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

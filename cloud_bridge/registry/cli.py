@@ -129,7 +129,7 @@ def list_cmd(ctx: click.Context, as_json: bool, show_payer: bool) -> None:
     for col in ("device", "meter", "kind", "payer", "address" if show_payer else "", "since", "online",
                 "readings", "last reading"):
         if col:
-            table.add_column(col)
+            table.add_column(col, no_wrap=col in ("device", "meter", "payer"))
     for r in rows:
         b = r.binding
         cells = [r.device_id, b.meter_serial if b else "[dim]unbound[/dim]", b.kind if b else "",

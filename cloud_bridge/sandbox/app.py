@@ -26,7 +26,7 @@ from contract.payloads import VALUE_PATTERN
 log = logging.getLogger(__name__)
 
 PAYER_PATTERN = r"^[0-9]{10}$"
-SERIAL_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+SERIAL_PATTERN = r"^[A-Za-z0-9._/-]{1,64}$"
 PERIOD_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
 MAX_BODY_BYTES = 16 * 1024
 MAX_KEY_LEN = 255
@@ -126,9 +126,10 @@ def create_app(
                 elif fault is not None and fault.mode == "429":
                     response = _error(429, "rate_limited", headers={"Retry-After": str(fault.retry_after)})
                 else:
-                    if fault is not None and fault.mode == "delay":
-                        await asyncio.sleep(fault.delay_s)
                     response = handler(data or {}, key)
+                    if fault is not None and fault.mode == "delay":
+                        # Recorded first, answered late: what a client that times out cannot know.
+                        await asyncio.sleep(fault.delay_s)
             code = None
             replayed = response.headers.get("idempotent-replayed") == "true"
             if response.status_code >= 400 and isinstance(response, JSONResponse):

@@ -37,12 +37,15 @@ def sandbox(ctx: click.Context, port: int, host: str, accounts_path: Path | None
     {"mode": "429", "retry_after": 2, "count": 2}, {"mode": "delay", "delay_s": 5},
     {"outside_window": true}, {"mode": "none"}; GET /admin/faults shows the queue. Ctrl-C stops it.
     """
-    from cloud_bridge.submission.settings import load_config_for_cli
-    from contract.settings import read_secret
+    from cloud_bridge.cli_common import fail, load_config
+    from contract.settings import ConfigError, read_secret
 
-    config = load_config_for_cli(ctx)
-    token = read_secret(config.billing.token_file)
-    loyalty_token = read_secret(config.loyalty.token_file)
+    config = load_config(ctx)
+    try:
+        token = read_secret(config.billing.token_file)
+        loyalty_token = read_secret(config.loyalty.token_file)
+    except ConfigError as exc:
+        fail(str(exc))
     accounts = None
     if accounts_path is not None:
         try:

@@ -3,7 +3,7 @@
 
 A fault applies to `readings`, `credits` or `all` POSTs; `count` requests meet it (None: until cleared),
 then the next fault in the queue takes over. Modes: `503` (outage), `429` (rate limit with Retry-After),
-`delay` (answer normally, but only after `delay_s`: a client's timeout while billing still records).
+`delay` (record at once, answer only after `delay_s`: billing has it, the client may have given up).
 """
 
 from __future__ import annotations

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import click
 from pydantic import Field
 
-from contract.settings import ConfigError, Section
+from contract.settings import Section
 
 if TYPE_CHECKING:
     from cloud_bridge.config import BridgeConfig
@@ -27,16 +26,6 @@ class SubmissionSection(Section):
     pass_every_s: float = Field(300.0, gt=0, description="How often the running bridge runs a submission pass.")
     window_always_open: bool = Field(
         False, description="Treat the current period's window as open (the demo; never in production).")
-
-
-def load_config_for_cli(ctx: click.Context) -> BridgeConfig:
-    from cloud_bridge.config import load_bridge_config
-
-    path = (ctx.find_root().obj or {}).get("config_path")
-    try:
-        return load_bridge_config(path)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 def submission_settings(config: BridgeConfig) -> SubmissionSection:

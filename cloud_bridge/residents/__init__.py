@@ -1,0 +1,196 @@
+"""What a resident sees and may change: the history of a payer code (readings, submissions, points)
+and corrections of a reading's value.
+
+A correction is a new row in `corrections` pointing at the reading (the reading itself is never
+updated). If the reading's period is still open and the corrected value differs from what billing was
+sent for that meter and period, the correction is submitted under its own idempotency key
+`payer:meter:period:c<correction id>`: billing has cached its answer to `payer:meter:period`, so the
+same key would only replay the old answer. Billing's rules apply to it (a lower value is refused as
+decreasing_value)."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, Engine, select
+
+from cloud_bridge.store.tables import bindings, corrections, meters, payers, points_ledger, readings, submissions
+from cloud_bridge.submission.outbox import Clock, Sleep
+from cloud_bridge.submission.passes import MeterOutcome, run_submission_pass, submission_key, window_rule
+from cloud_bridge.submission.periods import Period
+from cloud_bridge.submission.settings import submission_settings
+from contract.payloads import VALUE_PATTERN, format_utc
+
+if TYPE_CHECKING:
+    from cloud_bridge.config import BridgeConfig
+    from cloud_bridge.gateways.base import BillingGateway, LoyaltyGateway
+
+CORRECTED_BY = ("resident", "installer", "operator")
+
+
+class ResidentError(ValueError):
+    """A request that cannot be done; the message says why."""
+
+
+def _iso(value: datetime | None) -> str | None:
+    return format_utc(value) if value else None
+
+
+def payer_history(conn: Connection, payer_code: str, *, timezone: str = "Europe/Moscow",
+                  limit: int | None = None) -> dict[str, Any]:
+    """Everything about one payer code, newest first, as one JSON-ready object."""
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo(timezone)
+    payer = conn.execute(select(payers).where(payers.c.payer_code == payer_code)).first()
+    if payer is None:
+        raise ResidentError(f"no payer with code {payer_code} (see `meter-bridge devices list`)")
+    binds = conn.execute(
+        select(bindings.c.id, bindings.c.device_id, bindings.c.meter_serial, meters.c.kind, bindings.c.valid_from,
+               bindings.c.valid_to)
+        .join(meters, meters.c.serial == bindings.c.meter_serial)
+        .where(bindings.c.payer_code == payer_code).order_by(bindings.c.valid_from)).all()
+    by_binding = {b.id: b for b in binds}
+    q = (select(readings.c.id, readings.c.device_id, readings.c.seq, readings.c.taken_at, readings.c.value,
+                readings.c.status, readings.c.reason, readings.c.confidence, readings.c.binding_id,
+                readings.c.stored_at)
+         .where(readings.c.binding_id.in_(list(by_binding) or [-1]))
+         .order_by(readings.c.taken_at.desc(), readings.c.id.desc()))
+    if limit:
+        q = q.limit(limit)
+    rows = conn.execute(q).all()
+    corr_rows = conn.execute(
+        select(corrections).where(corrections.c.reading_id.in_([r.id for r in rows] or [-1]))
+        .order_by(corrections.c.id)).all()
+    latest: dict[int, Any] = {}
+    for corr in corr_rows:
+        latest[corr.reading_id] = corr
+    out_readings = []
+    for r in rows:
+        c = latest.get(r.id)
+        out_readings.append({
+            "id": r.id, "device_id": r.device_id, "seq": r.seq, "taken_at": _iso(r.taken_at), "value": r.value,
+            "status": r.status, "reason": r.reason, "confidence": r.confidence,
+            "meter_serial": by_binding[r.binding_id].meter_serial, "period": str(Period.of(r.taken_at, tz)),
+            "corrected_value": c.value if c else None, "correction_id": c.id if c else None,
+            "corrected_by": c.by if c else None, "stored_at": _iso(r.stored_at)})
+    subs = conn.execute(select(submissions).where(submissions.c.payer_code == payer_code)
+                        .order_by(submissions.c.period.desc(), submissions.c.meter_serial, submissions.c.id)).all()
+    pts = conn.execute(select(points_ledger).where(points_ledger.c.payer_code == payer_code)
+                       .order_by(points_ledger.c.period.desc())).all()
+    return {
+        "payer": payer_code,
+        "address": payer.address,
+        "meters": [{"meter_serial": b.meter_serial, "kind": b.kind, "device_id": b.device_id,
+                    "valid_from": _iso(b.valid_from), "valid_to": _iso(b.valid_to)} for b in binds],
+        "readings": out_readings,
+        "corrections": [{"id": c.id, "reading_id": c.reading_id, "value": c.value, "by": c.by, "note": c.note,
+                         "created_at": _iso(c.created_at)} for c in corr_rows],
+        "submissions": [{"key": s.idempotency_key, "meter_serial": s.meter_serial, "period": s.period,
+                         "value": s.value, "taken_at": _iso(s.taken_at), "state": s.state, "reason": s.reason,
+                         "attempts": s.attempts, "submission_id": s.submission_id, "reading_id": s.reading_id,
+                         "correction_id": s.correction_id, "updated_at": _iso(s.updated_at)} for s in subs],
+        "points": [{"period": p.period, "points": p.points, "state": p.credit_state, "reason": p.credit_reason,
+                    "credit_id": p.credit_id, "created_at": _iso(p.created_at)} for p in pts],
+        "balance": sum(p.points for p in pts),
+    }
+
+
+@dataclass
+class CorrectionResult:
+    correction_id: int
+    reading_id: int
+    old_value: str | None
+    value: str
+    period: str | None
+    action: str  # submitted / recorded
+    message: str
+    submission: MeterOutcome | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"correction_id": self.correction_id, "reading_id": self.reading_id, "old_value": self.old_value,
+                "value": self.value, "period": self.period, "action": self.action, "message": self.message,
+                "submission": self.submission.to_json() if self.submission else None}
+
+
+def correct_reading(
+    engine: Engine,
+    config: BridgeConfig,
+    reading_id: int,
+    value: str,
+    *,
+    by: str = "resident",
+    note: str | None = None,
+    at: datetime | None = None,
+    billing: BillingGateway | None = None,
+    loyalty: LoyaltyGateway | None = None,
+    clock: Clock = lambda: datetime.now(UTC),
+    sleep: Sleep = time.sleep,
+) -> CorrectionResult:
+    """Record a correction and, inside an open window, submit it when it changes what billing has."""
+    if not re.match(VALUE_PATTERN, value):
+        raise ResidentError(f"value {value!r} is not a meter value: digits with an optional decimal part, "
+                            "e.g. 00123.456")
+    if by not in CORRECTED_BY:
+        raise ResidentError(f"--by must be one of {', '.join(CORRECTED_BY)}")
+    now = clock()
+    at = at or now
+    rule = window_rule(config)
+    with engine.begin() as conn:
+        r = conn.execute(
+            select(readings.c.id, readings.c.value, readings.c.taken_at, readings.c.binding_id,
+                   bindings.c.payer_code, bindings.c.meter_serial)
+            .outerjoin(bindings, bindings.c.id == readings.c.binding_id).where(readings.c.id == reading_id)).first()
+        if r is None:
+            raise ResidentError(f"no reading with id {reading_id} (see `meter-bridge history --payer CODE`)")
+        inserted = conn.execute(corrections.insert().values(
+            reading_id=reading_id, value=value, by=by, note=note, created_at=now)).inserted_primary_key
+        assert inserted is not None
+        cid = int(inserted[0])
+    result = CorrectionResult(cid, reading_id, r.value, value, None, "recorded", "")
+    if r.payer_code is None:
+        result.message = "recorded; the reading belongs to no binding, so it is not submitted"
+        return result
+    period = Period.of(r.taken_at, rule.tz)
+    result.period = str(period)
+    opens, closes = rule.window(period)
+    always = submission_settings(config).window_always_open and period == Period.of(at, rule.tz)
+    if not always and at >= closes:
+        result.message = f"recorded; the window of {period} closed at {format_utc(closes)}, so it is not submitted"
+        return result
+    if not always and at < opens:
+        result.message = (f"recorded; the window of {period} opens at {format_utc(opens)}, and the pass then "
+                          "submits the meter's latest reading")
+        return result
+    key = submission_key(r.payer_code, r.meter_serial, str(period))
+    with engine.begin() as conn:
+        sent = conn.execute(
+            select(submissions.c.value, submissions.c.taken_at, submissions.c.state)
+            .where(submissions.c.payer_code == r.payer_code, submissions.c.meter_serial == r.meter_serial,
+                   submissions.c.period == str(period), submissions.c.value.is_not(None))
+            .order_by(submissions.c.id.desc()).limit(1)).first()
+        if sent is not None:
+            if sent.value == value:
+                result.message = "recorded; billing already has this value for the period"
+                return result
+            if r.taken_at < sent.taken_at:
+                result.message = ("recorded; a later reading was submitted for the period, so this older one "
+                                  "is not sent")
+                return result
+            conn.execute(submissions.insert().values(
+                idempotency_key=submission_key(r.payer_code, r.meter_serial, str(period), cid),
+                payer_code=r.payer_code, meter_serial=r.meter_serial, period=str(period), reading_id=reading_id,
+                correction_id=cid, value=value, taken_at=r.taken_at, state="pending", attempts=0,
+                created_at=now, updated_at=now))
+    report = run_submission_pass(engine, config, at, period=period, billing=billing, loyalty=loyalty, clock=clock,
+                                 sleep=sleep, only=[(r.payer_code, r.meter_serial)])
+    mine = [m for m in report.meters if m.key.endswith(f":c{cid}")] or [m for m in report.meters if m.key == key]
+    result.submission = mine[-1] if mine else None
+    result.action = "submitted"
+    s = result.submission
+    result.message = (f"submitted: {s.state}" + (f" ({s.reason})" if s.reason else "")) if s else "submitted"
+    return result

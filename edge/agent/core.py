@@ -117,6 +117,8 @@ class Agent:
         self.stats = Stats()
         self.started = time.monotonic()
         self._inflight: dict[int, int] = {}  # mid -> seq of readings paho holds
+        self._session_ready = False  # subscribed to acks and commands on this connection
+        self._announce_pending = False
         self._resending = False  # after a reconnect paho resends its in-flight first: hold new ones back
         self._paused_until = 0.0  # after a not-authorised refusal
         self._capture_now = False
@@ -167,6 +169,7 @@ class Agent:
                 if now >= next_telemetry:
                     self.publish_telemetry()
                     next_telemetry = now + self.cfg.telemetry_interval_s
+                self._announce()
                 self.pump()
                 self.watchdog.ping()
                 wake_at = min(next_cycle if self._capturing else float("inf"), next_telemetry, now + 1.0)
@@ -275,7 +278,7 @@ class Agent:
     # -- publishing the outbox ------------------------------------------------------------------
     def pump(self) -> None:
         """Publish the oldest unsent readings, at most `mqtt.max_inflight` at a time."""
-        if not self.link.connected or time.monotonic() < self._paused_until:
+        if not (self._session_ready and self.link.connected) or time.monotonic() < self._paused_until:
             return
         if self._resending:
             if self._inflight:
@@ -305,6 +308,7 @@ class Agent:
         elif isinstance(event, Connected):
             self._on_connected(event)
         elif isinstance(event, Disconnected):
+            self._session_ready = False
             log.warning("disconnected from the broker (%s); readings stay in the outbox, reconnecting", event.reason)
         elif isinstance(event, ConnectFailed):
             if event.not_authorized:
@@ -318,10 +322,20 @@ class Agent:
                  event.session_present)
         self._resending = bool(self._inflight)
         did = self.cfg.device_id
-        self.link.publish(topics.status(did), ONLINE, qos=1, retain=True)
         self.link.subscribe([(topics.cmd_wildcard(did), 1), (topics.ack(did), 1), (discovery.HA_STATUS_TOPIC, 1)])
+        self._announce_pending = True
+        self._announce()
+
+    def _announce(self) -> None:
+        """Retained `online`, discovery and telemetry, then the backlog. Held back while publishing is
+        paused after a refusal: Mosquitto drops the connection after each refused publish."""
+        if not self._announce_pending or not self.link.connected or time.monotonic() < self._paused_until:
+            return
+        self._announce_pending = False
+        self.link.publish(topics.status(self.cfg.device_id), ONLINE, qos=1, retain=True)
         self.publish_discovery()
         self.publish_telemetry()
+        self._session_ready = True  # readings only after the SUBSCRIBE, so no ack can pass us by
         self.pump()
 
     def _on_puback(self, event: PubAck) -> None:

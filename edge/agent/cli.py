@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 from types import FrameType
@@ -28,6 +29,7 @@ def run(config_path: Path | None, cycles: int | None) -> None:
     publish telemetry and Home Assistant discovery. Stop with SIGTERM (publishes `offline`)."""
     from edge.agent.core import Agent
     from edge.agent.pipeline_reader import PipelineReader
+    from edge.transport.outbox import OutboxFull
 
     if logging.getLogger().getEffectiveLevel() > logging.INFO:
         logging.getLogger("edge").setLevel(logging.INFO)
@@ -35,7 +37,9 @@ def run(config_path: Path | None, cycles: int | None) -> None:
         cfg = load_edge_config(config_path)
         agent = Agent(cfg, PipelineReader.from_config, config_path=config_path)
     except ConfigError as exc:
-        raise click.ClickException(f"{exc}\n(fix the config file or the EDGE_* variable named above)") from None
+        raise click.ClickException(str(exc)) from None
+    except (OSError, sqlite3.DatabaseError, OutboxFull) as exc:
+        raise click.ClickException(f"state_dir {cfg.state_dir}: {exc} (it must be writable)") from None
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         log.info("signal %s: stopping", signal.Signals(signum).name)

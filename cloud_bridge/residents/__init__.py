@@ -168,10 +168,12 @@ def correct_reading(
         return result
     key = submission_key(r.payer_code, r.meter_serial, str(period))
     with engine.begin() as conn:
+        # What billing holds (or is about to): the newest accepted or in-flight value; a refused one is not.
         sent = conn.execute(
             select(submissions.c.value, submissions.c.taken_at, submissions.c.state)
             .where(submissions.c.payer_code == r.payer_code, submissions.c.meter_serial == r.meter_serial,
-                   submissions.c.period == str(period), submissions.c.value.is_not(None))
+                   submissions.c.period == str(period), submissions.c.value.is_not(None),
+                   submissions.c.state.in_(("accepted", "pending", "sending")))
             .order_by(submissions.c.id.desc()).limit(1)).first()
         if sent is not None:
             if sent.value == value:

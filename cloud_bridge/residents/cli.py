@@ -49,12 +49,14 @@ def _print_history(data: dict[str, Any], limit: int | None) -> None:
     from rich.table import Table
 
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)  # a pipe or a file: keep whole words, do not squeeze to 80
     meters = ", ".join(f"{m['meter_serial']} ({m['kind']}, device {m['device_id']}"
                        f"{', until ' + _short(m['valid_to']) if m['valid_to'] else ''})" for m in data["meters"])
     console.print(f"Payer {data['payer']}, {data['address']}: {meters or 'no meters'}")
     t = Table(title="Readings" + (f" (newest {limit})" if limit and len(data["readings"]) >= limit else ""))
     for col in ("id", "taken at", "meter", "device", "seq", "value", "status", "reason", "corrected"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     for r in data["readings"]:
         corrected = f"{r['corrected_value']} by {r['corrected_by']}" if r["corrected_value"] else ""
         t.add_row(str(r["id"]), _short(r["taken_at"]), r["meter_serial"], r["device_id"], str(r["seq"]),
@@ -62,14 +64,14 @@ def _print_history(data: dict[str, Any], limit: int | None) -> None:
     console.print(t)
     s = Table(title="Submissions to billing")
     for col in ("period", "meter", "value", "taken at", "state", "reason", "tries", "billing id", "key"):
-        s.add_column(col)
+        s.add_column(col, overflow="fold")
     for x in data["submissions"]:
         s.add_row(x["period"], x["meter_serial"], x["value"] or "-", _short(x["taken_at"]), x["state"],
                   x["reason"] or "", str(x["attempts"]), x["submission_id"] or "", x["key"])
     console.print(s)
     p = Table(title=f"Loyalty points (balance {data['balance']})")
     for col in ("period", "points", "state", "reason", "credit id"):
-        p.add_column(col)
+        p.add_column(col, overflow="fold")
     for x in data["points"]:
         p.add_row(x["period"], str(x["points"]), x["state"], x["reason"] or "", x["credit_id"] or "")
     console.print(p)

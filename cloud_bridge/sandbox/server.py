@@ -70,7 +70,7 @@ class SandboxServer:
         self.host = host
         self.port = int(self.sock.getsockname()[1])
         self._server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", access_log=False,
-                                                     lifespan="off"))
+                                                     lifespan="off", timeout_graceful_shutdown=2))
         self._thread: threading.Thread | None = None
 
     @property
@@ -100,6 +100,7 @@ class SandboxServer:
     def stop(self) -> None:
         if self._thread is not None:
             self._server.should_exit = True
+            self._server.force_exit = True  # a test may leave a slow answer in flight
             self._thread.join(timeout=10)
             self._thread = None
         self.sock.close()

@@ -57,6 +57,8 @@ def _print_report(report) -> None:  # type: ignore[no-untyped-def]
     from rich.table import Table
 
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)  # a pipe or a file: keep whole words, do not squeeze to 80
     if report.period is None:
         console.print(f"No submission window is open at {_time(report.at)}; pass --period YYYY-MM to name one.")
     elif report.window is not None:
@@ -68,7 +70,7 @@ def _print_report(report) -> None:  # type: ignore[no-untyped-def]
             console.print("Nothing new is queued outside the window; earlier items still due were retried.")
     table = Table(title="Submissions")
     for col in ("payer", "meter", "period", "value", "taken at", "state", "reason", "tries", "billing id", "this pass"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     from contract.payloads import mask_payer
 
     for m in report.meters:
@@ -78,7 +80,7 @@ def _print_report(report) -> None:  # type: ignore[no-untyped-def]
     if report.credits:
         credits = Table(title="Loyalty credits")
         for col in ("payer", "period", "points", "state", "reason", "credit id"):
-            credits.add_column(col)
+            credits.add_column(col, overflow="fold")
         for c in report.credits:
             credits.add_row(mask_payer(c.payer_code), c.period, str(c.points), c.state, c.reason or "",
                             c.credit_id or "")

@@ -1,0 +1,164 @@
+"""What billing must never accept (a suspect reading, a decreasing value, an unknown payer) and
+residents' corrections: the reasons are visible in `history` and in the device's submission state."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from conftest import Fleet, make_config
+
+from cloud_bridge.cli import main
+from cloud_bridge.residents import ResidentError, correct_reading
+from cloud_bridge.sandbox import SandboxServer, load_accounts
+from cloud_bridge.submission.passes import run_submission_pass
+from cloud_bridge.submission.periods import parse_instant
+from cloud_bridge.submission.state import loyalty_state_for, submission_state_for
+
+A, B, C = "0000000001", "0000000002", "0000000003"
+AT = parse_instant("2026-10-20T09:00:00Z")
+SINCE = datetime(2026, 9, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def billing(tmp_path: Path) -> Iterator[SandboxServer]:
+    accounts = tmp_path / "accounts.csv"
+    accounts.write_text(f"payer_code,meter_serial\n{A},M-A1\n{A},M-A2\n{B},M-B\n")
+    with SandboxServer(tmp_path / "sandbox.sqlite", accounts=load_accounts(accounts)) as server:
+        yield server
+
+
+def _world(engine: Any, billing: SandboxServer) -> dict[str, int]:
+    fleet = Fleet(engine)
+    fleet.add("dev-a1", "M-A1", A, SINCE)
+    fleet.add("dev-a2", "M-A2", A, SINCE, kind="hot")
+    fleet.add("dev-b", "M-B", B, SINCE)
+    fleet.add("dev-c", "M-C", C, SINCE)
+    ids = {
+        "a1_suspect": fleet.readings("dev-a1", [
+            (datetime(2026, 10, 16, 8, tzinfo=UTC), None, "error", "frame could not be aligned"),
+            (datetime(2026, 10, 18, 8, tzinfo=UTC), "00077.100", "suspect", "digit 3 below confidence")])[1],
+        "a2": fleet.reading("dev-a2", datetime(2026, 10, 18, 8, tzinfo=UTC), "00050.000"),
+        "b": fleet.reading("dev-b", datetime(2026, 10, 18, 8, tzinfo=UTC), "00010.000"),
+        "c": fleet.reading("dev-c", datetime(2026, 10, 18, 8, tzinfo=UTC), "00020.000"),
+    }
+    # Billing already holds a higher value for M-A2 (from September): 50 is a decrease for it.
+    r = httpx.post(f"{billing.url}/v1/readings", headers={"Idempotency-Key": "earlier"}, json={
+        "payer_code": A, "meter_serial": "M-A2", "period": "2026-09", "value": "00060.000",
+        "taken_at": "2026-09-30T08:00:00Z"})
+    assert r.status_code == 201
+    return ids
+
+
+def _history(cfg: Path, payer: str) -> dict[str, Any]:
+    result = CliRunner().invoke(main, ["--config", str(cfg), "history", "--payer", payer, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def _cfg_file(tmp_path: Path, db_url: str, url: str) -> Path:
+    cfg = tmp_path / "bridge.toml"
+    cfg.write_text(f'database_url = "{db_url}"\n[billing]\nurl = "{url}"\n[loyalty]\nurl = "{url}"\n')
+    return cfg
+
+
+def test_never_accepted_and_why(tmp_path: Path, db_url: str, engine_for: Any, billing: SandboxServer) -> None:
+    engine = engine_for(db_url)
+    _world(engine, billing)
+    config = make_config(db_url, billing.url)
+    report = run_submission_pass(engine, config, AT)
+    states = {m.meter_serial: (m.state, m.reason) for m in report.meters}
+    assert states["M-A1"][0] == "needs_attention" and "only_suspect_readings" in states["M-A1"][1]
+    assert "digit 3 below confidence" in states["M-A1"][1]
+    assert states["M-A2"] == ("refused", "decreasing_value")
+    assert states["M-B"] == ("accepted", None)
+    assert states["M-C"] == ("refused", "unknown_payer")
+    accepted = httpx.get(f"{billing.url}/v1/readings").json()["readings"]
+    assert sorted((r["meter_serial"], r["period"]) for r in accepted) == [("M-A2", "2026-09"), ("M-B", "2026-10")]
+    assert [c["payer_code"] for c in billing.store.credits()] == [B]  # points only for what billing accepted
+
+    cfg = _cfg_file(tmp_path, db_url, billing.url)
+    hist_a = _history(cfg, A)
+    assert {(s["meter_serial"], s["state"], s["reason"].split(" ")[0]) for s in hist_a["submissions"]} == {
+        ("M-A1", "needs_attention", "only_suspect_readings"), ("M-A2", "refused", "decreasing_value")}
+    assert {r["status"] for r in hist_a["readings"]} == {"ok", "suspect", "error"}
+    assert set(hist_a["readings"][0]) >= {"id", "device_id", "seq", "taken_at", "value", "status"}
+    assert hist_a["points"] == [] and _history(cfg, C)["submissions"][0]["reason"] == "unknown_payer"
+    table = CliRunner().invoke(main, ["--config", str(cfg), "history", "--payer", A])
+    assert table.exit_code == 0 and "decreasing_value" in table.output and "needs_attention" in table.output
+
+    with engine.begin() as conn:
+        view = submission_state_for(conn, "dev-a2")
+        assert view is not None and (view.state, view.reason) == ("refused", "decreasing_value")
+        a1 = submission_state_for(conn, "dev-a1")
+        assert a1 is not None and a1.state == "needs_attention"
+        loyalty = loyalty_state_for(conn, "dev-b")
+        assert loyalty is not None and (loyalty.period, loyalty.points, loyalty.state) == ("2026-10", 10, "credited")
+        assert submission_state_for(conn, "no-such-device") is None
+
+
+def test_corrections(db_url: str, engine_for: Any, billing: SandboxServer) -> None:
+    engine = engine_for(db_url)
+    ids = _world(engine, billing)
+    config = make_config(db_url, billing.url)
+    run_submission_pass(engine, config, AT)
+
+    # A suspect-only meter: the resident reads the meter; the correction makes it submittable.
+    fixed = correct_reading(engine, config, ids["a1_suspect"], "00077.000", note="read it myself", at=AT)
+    assert fixed.action == "submitted" and fixed.submission is not None
+    assert (fixed.submission.key, fixed.submission.state, fixed.submission.value) == (
+        f"{A}:M-A1:2026-10", "accepted", "00077.000")
+    assert [c["payer_code"] for c in billing.store.credits()] == [B, A]
+
+    # The accepted value of M-B was misread low: the correction goes with its own key and is accepted.
+    up = correct_reading(engine, config, ids["b"], "00010.500", at=AT)
+    assert up.submission is not None and up.submission.key == f"{B}:M-B:2026-10:c{up.correction_id}"
+    assert up.submission.state == "accepted"
+    # ... and lower again: billing refuses a decrease; the reason is kept.
+    down = correct_reading(engine, config, ids["b"], "00010.200", at=AT)
+    assert down.submission is not None and (down.submission.state, down.submission.reason) == (
+        "refused", "decreasing_value")
+    same = correct_reading(engine, config, ids["b"], "00010.500", at=AT)
+    assert same.action == "recorded" and "already has" in same.message
+    late = correct_reading(engine, config, ids["b"], "00011.000", at=parse_instant("2026-11-10T00:00:00Z"))
+    assert late.action == "recorded" and "closed" in late.message
+
+    got = [(r["meter_serial"], r["value"]) for r in billing.store.readings() if r["meter_serial"] == "M-B"]
+    assert got == [("M-B", "00010.000"), ("M-B", "00010.500")]
+    assert len(billing.store.credits()) == 2  # corrections earn no second credit
+    with engine.begin() as conn:
+        from cloud_bridge.residents import payer_history
+
+        hist = payer_history(conn, B)
+    assert hist["readings"][0]["corrected_value"] == "00011.000"  # the newest correction wins in history
+    assert [c["value"] for c in hist["corrections"]] == ["00010.500", "00010.200", "00010.500", "00011.000"]
+    assert [s["state"] for s in hist["submissions"]] == ["accepted", "accepted", "refused"]
+    with pytest.raises(ResidentError, match="no reading"):
+        correct_reading(engine, config, 999999, "1", at=AT)
+    with pytest.raises(ResidentError, match="not a meter value"):
+        correct_reading(engine, config, ids["b"], "12,5", at=AT)
+
+
+def test_correct_cli(tmp_path: Path, sqlite_url: str, engine_for: Any, billing: SandboxServer) -> None:
+    engine = engine_for(sqlite_url)
+    ids = _world(engine, billing)
+    cfg = _cfg_file(tmp_path, sqlite_url, billing.url)
+    runner = CliRunner()
+    sub = runner.invoke(main, ["--config", str(cfg), "submit", "--period", "2026-10", "--at", "2026-10-20T09:00:00Z"])
+    assert sub.exit_code == 0, sub.output
+    assert "needs_attention" in sub.output and "******0002" in sub.output and B not in sub.output
+    out = runner.invoke(main, ["--config", str(cfg), "correct", str(ids["b"]), "--value", "00010.750",
+                               "--by", "resident", "--at", "2026-10-21T00:00:00Z", "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    assert data["action"] == "submitted" and data["submission"]["state"] == "accepted"
+    bad = runner.invoke(main, ["--config", str(cfg), "correct", "424242", "--value", "1"])
+    assert bad.exit_code == 1 and "no reading with id 424242" in bad.output
+    bad_at = runner.invoke(main, ["--config", str(cfg), "submit", "--at", "yesterday"])
+    assert bad_at.exit_code == 1 and "ISO 8601" in bad_at.output

@@ -124,7 +124,8 @@ class Agent:
         self._capture_now = False
         self._capturing = True
         self._stop = False
-        self._last_ack_at = 0.0
+        self._next_cycle = 0.0
+        self._next_telemetry = 0.0
 
     # -- public control -------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -153,26 +154,27 @@ class Agent:
         log.info("agent %s started: device %s, interval %.3gs, broker %s:%d, %d readings waiting in the outbox",
                  __version__, self.cfg.device_id, self.cfg.interval_s, self.cfg.mqtt.host, self.cfg.mqtt.port, depth)
         now = time.monotonic()
-        next_cycle = now
-        next_telemetry = now + self.cfg.telemetry_interval_s
+        self._next_cycle = now
+        self._next_telemetry = now + self.cfg.telemetry_interval_s
         try:
             while not self._stop:
                 now = time.monotonic()
-                if self._capture_now or (self._capturing and now >= next_cycle):
+                if self._capture_now or (self._capturing and now >= self._next_cycle):
                     scheduled = not self._capture_now
                     self._capture_now = False
                     self.cycle()
                     if scheduled:
-                        next_cycle = max(next_cycle + self.cfg.interval_s, time.monotonic())
+                        self._next_cycle = max(self._next_cycle + self.cfg.interval_s, time.monotonic())
                     if cycles is not None and (self.stats.cycles >= cycles or not self._capturing):
                         break
-                if now >= next_telemetry:
+                if now >= self._next_telemetry:
                     self.publish_telemetry()
-                    next_telemetry = now + self.cfg.telemetry_interval_s
+                    self._next_telemetry = now + self.cfg.telemetry_interval_s
                 self._announce()
                 self.pump()
                 self.watchdog.ping()
-                wake_at = min(next_cycle if self._capturing else float("inf"), next_telemetry, now + 1.0)
+                wake_at = min(self._next_cycle if self._capturing else float("inf"), self._next_telemetry,
+                              now + 1.0)
                 self._handle_events(max(0.0, wake_at - time.monotonic()))
             if cycles is not None and not self._stop:
                 self.drain(self.cfg.drain_timeout_s)
@@ -419,6 +421,9 @@ class Agent:
         self.reader.close()
         self.reader, self.cfg = reader, cfg
         self._capturing = True
+        now = time.monotonic()
+        self._next_cycle = min(self._next_cycle, now + cfg.interval_s)
+        self._next_telemetry = min(self._next_telemetry, now + cfg.telemetry_interval_s)
         log.info("reloaded config and layout (interval %.3gs)", cfg.interval_s)
 
     def _set_value(self, cmd: Command) -> None:

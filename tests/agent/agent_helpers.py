@@ -125,8 +125,9 @@ class Collector:
 class AgentThread:
     """An in-process agent on a thread (the scripted reader), stopped at teardown."""
 
-    def __init__(self, cfg: EdgeConfig, cycles: int | None = None, reader: type = ScriptedReader) -> None:
-        self.agent = Agent(cfg, reader)
+    def __init__(self, cfg: EdgeConfig, cycles: int | None = None, reader: type = ScriptedReader,
+                 config_path: Path | None = None) -> None:
+        self.agent = Agent(cfg, reader, config_path=config_path)
         self.rc: int | None = None
         self.thread = threading.Thread(target=self._run, args=(cycles,), daemon=True)
 

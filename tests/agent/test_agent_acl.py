@@ -34,13 +34,17 @@ class Client:
         self.messages: list[mqtt.MQTTMessage] = []
         self.connack: ReasonCode | None = None
         self.ready = threading.Event()
-        self.c.on_connect = lambda c, u, f, rc, p: (setattr(self, "connack", rc), self.ready.set())
+        self.c.on_connect = self._on_connect
         self.c.on_publish = lambda c, u, mid, rc, p: self.pubacks.__setitem__(mid, rc)
         self.c.on_subscribe = lambda c, u, mid, rcs, p: self.subacks.__setitem__(mid, rcs)
         self.c.on_message = lambda c, u, m: self.messages.append(m)
         self.c.connect("127.0.0.1", port)
         self.c.loop_start()
         assert self.ready.wait(5)
+
+    def _on_connect(self, c: mqtt.Client, u: Any, f: Any, rc: ReasonCode, p: Any) -> None:
+        self.connack = rc
+        self.ready.set()
 
     def publish(self, topic: str, payload: bytes = b"{}") -> ReasonCode:
         info = self.c.publish(topic, payload, qos=1)
@@ -51,6 +55,7 @@ class Client:
 
     def subscribe(self, topic: str) -> ReasonCode:
         _, mid = self.c.subscribe(topic, qos=1)
+        assert mid is not None
         deadline = time.monotonic() + 5
         while mid not in self.subacks and time.monotonic() < deadline:
             time.sleep(0.01)

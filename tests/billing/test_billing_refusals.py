@@ -162,3 +162,18 @@ def test_correct_cli(tmp_path: Path, sqlite_url: str, engine_for: Any, billing: 
     assert bad.exit_code == 1 and "no reading with id 424242" in bad.output
     bad_at = runner.invoke(main, ["--config", str(cfg), "submit", "--at", "yesterday"])
     assert bad_at.exit_code == 1 and "ISO 8601" in bad_at.output
+
+
+def test_timer_runs_passes_in_the_background(sqlite_url: str, engine_for: Any, billing: SandboxServer) -> None:
+    from cloud_bridge.submission.timer import SubmissionTimer, periodic_tasks
+
+    engine = engine_for(sqlite_url)
+    _world(engine, billing)
+    config = make_config(sqlite_url, billing.url)
+    [task] = periodic_tasks(config, engine)
+    assert task.name == "submission" and task.every_s == config.submission.pass_every_s
+    timer = SubmissionTimer(engine, config)
+    assert timer.start(AT) is True
+    timer.join(30)
+    assert timer.passes == 1 and timer.last_error is None
+    assert [r["meter_serial"] for r in billing.store.readings() if r["period"] == "2026-10"] == ["M-B"]

@@ -11,7 +11,7 @@ from cloud_bridge.sandbox.server import AccountsError, SandboxServer, load_accou
 
 
 @click.command("sandbox")
-@click.option("--port", type=click.IntRange(0, 65535), default=8099, show_default=True,
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
               help="Port to listen on (0: a free one; the address is printed).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--accounts", "accounts_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),

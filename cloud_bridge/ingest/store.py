@@ -52,56 +52,84 @@ def _insert(conn: Connection, table: Any) -> Any:
     return (postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table))
 
 
-def _device_and_binding(conn: Connection, device_id: str) -> tuple[bool, int | None]:
-    row = conn.execute(
+def _devices_and_bindings(conn: Connection, device_ids: set[str]) -> dict[str, int | None]:
+    """{device_id: open binding id or None} for the known ones among `device_ids` (one query)."""
+    if not device_ids:
+        return {}
+    rows = conn.execute(
         select(devices.c.device_id, bindings.c.id)
         .outerjoin(bindings, and_(bindings.c.device_id == devices.c.device_id, bindings.c.valid_to.is_(None)))
-        .where(devices.c.device_id == device_id)).first()
-    return (False, None) if row is None else (True, row[1])
+        .where(devices.c.device_id.in_(sorted(device_ids)))).all()
+    return {r[0]: r[1] for r in rows}
+
+
+def _refusal_row(msg: Message, reason: str, detail: str | None, device_id: str | None, seq: int | None,
+                 now: datetime, keep_payload: bool) -> dict[str, Any]:
+    return {"at": now, "topic": clean_text(msg.topic), "device_id": device_id, "seq": seq, "reason": reason,
+            "detail": clean_text(detail) or None, "size": len(msg.payload),
+            "payload": msg.payload[:MAX_PAYLOAD_BYTES] if keep_payload else None}
 
 
 def record_refusal(conn: Connection, msg: Message, reason: str, detail: str | None, device_id: str | None,
                    seq: int | None, now: datetime, keep_payload: bool = True) -> Outcome:
-    conn.execute(refusals.insert().values(
-        at=now, topic=clean_text(msg.topic), device_id=device_id, seq=seq, reason=reason,
-        detail=clean_text(detail) or None, size=len(msg.payload),
-        payload=msg.payload[:MAX_PAYLOAD_BYTES] if keep_payload else None))
+    conn.execute(refusals.insert(), [_refusal_row(msg, reason, detail, device_id, seq, now, keep_payload)])
     return Outcome(msg, "refused", device_id, seq, reason, detail)
 
 
-def store_reading(conn: Connection, msg: Message, reading: Reading, now: datetime,
-                  keep_payload: bool = True) -> Outcome:
-    try:
-        raw = msg.payload.decode("utf-8")
-    except UnicodeDecodeError as exc:  # json.loads also takes UTF-16/32; the contract says UTF-8
-        return record_refusal(conn, msg, "bad_json", f"not UTF-8: {exc.reason}", reading.device_id, reading.seq,
-                              now, keep_payload)
-    known, binding_id = _device_and_binding(conn, reading.device_id)
-    if not known:
-        return record_refusal(conn, msg, UNKNOWN_DEVICE, "no such device: add it with `meter-bridge devices add`",
-                              reading.device_id, reading.seq, now, keep_payload)
-    if binding_id is None:
-        return record_refusal(conn, msg, UNBOUND_DEVICE, "device is not bound: `meter-bridge bind` it",
-                              reading.device_id, reading.seq, now, keep_payload)
-    stmt = (_insert(conn, readings).values(
-        device_id=reading.device_id, seq=reading.seq, taken_at=reading.taken_at, stored_at=now,
-        status=reading.status, value=reading.value, unit=reading.unit, confidence=reading.confidence,
-        reason=clean_text(reading.reason), binding_id=binding_id, model=clean_text(reading.model, 128),
-        raw=raw)
-        .on_conflict_do_nothing(index_elements=["device_id", "seq"])
-        .returning(readings.c.id))
-    new_id = conn.execute(stmt).scalar()
-    if new_id is not None:
-        return Outcome(msg, "stored", reading.device_id, reading.seq, reading_id=int(new_id))
-    first = conn.execute(select(readings.c.id, readings.c.raw).where(and_(
-        readings.c.device_id == reading.device_id, readings.c.seq == reading.seq))).one()
-    if first.raw != raw:
-        # The device reused a seq (state lost?). The first copy stays; say so loudly.
-        log.warning("device %s sent seq %d again with other content; keeping the first", reading.device_id,
-                    reading.seq)
-        return Outcome(msg, "duplicate", reading.device_id, reading.seq, reason="seq_reused",
-                       reading_id=int(first.id))
-    return Outcome(msg, "duplicate", reading.device_id, reading.seq, reading_id=int(first.id))
+def _reading_row(r: Reading, raw: str, binding_id: int, now: datetime) -> dict[str, Any]:
+    return {"device_id": r.device_id, "seq": r.seq, "taken_at": r.taken_at, "stored_at": now, "status": r.status,
+            "value": r.value, "unit": r.unit, "confidence": r.confidence, "reason": clean_text(r.reason),
+            "binding_id": binding_id, "model": clean_text(r.model, 128), "raw": raw}
+
+
+def store_readings(conn: Connection, items: list[tuple[Message, Reading]], now: datetime,
+                   keep_payload: bool = True) -> list[Outcome]:
+    """Store valid readings in one multi-row INSERT … ON CONFLICT DO NOTHING RETURNING; the rows it
+    returns are the new ones, every other (device_id, seq) is a duplicate. Outcomes in input order."""
+    bound = _devices_and_bindings(conn, {r.device_id for _, r in items})
+    outcomes: list[Outcome | None] = [None] * len(items)
+    refused: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    first_of: dict[tuple[str, int], int] = {}  # key -> index of its first copy in this batch
+    raws: dict[int, str] = {}
+    for i, (msg, r) in enumerate(items):
+        def refuse(reason: str, detail: str, i: int = i, msg: Message = msg, r: Reading = r) -> None:
+            refused.append(_refusal_row(msg, reason, detail, r.device_id, r.seq, now, keep_payload))
+            outcomes[i] = Outcome(msg, "refused", r.device_id, r.seq, reason, detail)
+        try:
+            raws[i] = msg.payload.decode("utf-8")
+        except UnicodeDecodeError as exc:  # json.loads also takes UTF-16/32; the contract says UTF-8
+            refuse("bad_json", f"not UTF-8: {exc.reason}")
+            continue
+        if r.device_id not in bound:
+            refuse(UNKNOWN_DEVICE, "no such device: add it with `meter-bridge devices add`")
+        elif bound[r.device_id] is None:
+            refuse(UNBOUND_DEVICE, "device is not bound: `meter-bridge bind` it")
+        elif (r.device_id, r.seq) not in first_of:
+            first_of[(r.device_id, r.seq)] = i
+            rows.append(_reading_row(r, raws[i], bound[r.device_id], now))  # type: ignore[arg-type]
+    new: dict[tuple[str, int], int] = {}
+    if rows:
+        stmt = (_insert(conn, readings).on_conflict_do_nothing(index_elements=["device_id", "seq"])
+                .returning(readings.c.id, readings.c.device_id, readings.c.seq))
+        new = {(d, q): int(rid) for rid, d, q in conn.execute(stmt, rows).all()}
+    if refused:
+        conn.execute(refusals.insert(), refused)
+    for i, (msg, r) in enumerate(items):
+        if outcomes[i] is not None:
+            continue
+        key = (r.device_id, r.seq)
+        if key in new and first_of[key] == i:
+            outcomes[i] = Outcome(msg, "stored", r.device_id, r.seq, reading_id=new[key])
+            continue
+        first = conn.execute(select(readings.c.id, readings.c.raw).where(and_(
+            readings.c.device_id == r.device_id, readings.c.seq == r.seq))).one()
+        reused = first.raw != raws[i]
+        if reused:  # the device reused a seq (state lost?): the first copy stays; say so loudly
+            log.warning("device %s sent seq %d again with other content; keeping the first", r.device_id, r.seq)
+        outcomes[i] = Outcome(msg, "duplicate", r.device_id, r.seq, reason="seq_reused" if reused else None,
+                              reading_id=int(first.id))
+    return [o for o in outcomes if o is not None]
 
 
 def store_status(conn: Connection, msg: Message, device_id: str, now: datetime) -> Outcome:
@@ -109,7 +137,7 @@ def store_status(conn: Connection, msg: Message, device_id: str, now: datetime) 
     if text not in ("online", "offline"):
         return Outcome(msg, "ignored", device_id, reason="bad_status", detail=text[:40])
     online = text == "online"
-    if not _device_and_binding(conn, device_id)[0]:
+    if device_id not in _devices_and_bindings(conn, {device_id}):
         return Outcome(msg, "ignored", device_id, reason=UNKNOWN_DEVICE)
     stmt = _insert(conn, device_status).values(device_id=device_id, online=online, changed_at=now)
     stmt = stmt.on_conflict_do_update(
@@ -119,16 +147,34 @@ def store_status(conn: Connection, msg: Message, device_id: str, now: datetime) 
     return Outcome(msg, "status", device_id)
 
 
+def handle_batch(conn: Connection, batch: list[Message], now: datetime, keep_payload: bool = True) -> list[Outcome]:
+    """Decide a batch inside the caller's transaction, outcomes in message order. Never raises for bad input."""
+    outcomes: dict[int, Outcome] = {}
+    valid: list[tuple[int, Message, Reading]] = []
+    refused: list[dict[str, Any]] = []
+    for i, msg in enumerate(batch):
+        parsed_topic = topics.parse_device_topic(msg.topic)
+        if parsed_topic is not None and parsed_topic.kind == topics.STATUS:
+            outcomes[i] = store_status(conn, msg, parsed_topic.device_id, now)
+            continue
+        result = parse_reading(msg.payload, msg.topic)
+        if isinstance(result, Refusal):
+            refused.append(_refusal_row(msg, result.reason, result.detail, result.device_id, result.seq, now,
+                                        keep_payload))
+            outcomes[i] = Outcome(msg, "refused", result.device_id, result.seq, result.reason, result.detail)
+        else:
+            valid.append((i, msg, result))
+    if refused:
+        conn.execute(refusals.insert(), refused)
+    if valid:
+        stored = store_readings(conn, [(m, r) for _, m, r in valid], now, keep_payload)
+        outcomes.update({i: o for (i, _, _), o in zip(valid, stored, strict=True)})
+    return [outcomes[i] for i in range(len(batch))]
+
+
 def handle(conn: Connection, msg: Message, now: datetime, keep_payload: bool = True) -> Outcome:
     """Decide one message inside the caller's transaction. Never raises for bad input."""
-    parsed_topic = topics.parse_device_topic(msg.topic)
-    if parsed_topic is not None and parsed_topic.kind == topics.STATUS:
-        return store_status(conn, msg, parsed_topic.device_id, now)
-    result = parse_reading(msg.payload, msg.topic)
-    if isinstance(result, Refusal):
-        return record_refusal(conn, msg, result.reason, result.detail, result.device_id, result.seq, now,
-                              keep_payload)
-    return store_reading(conn, msg, result, now, keep_payload)
+    return handle_batch(conn, [msg], now, keep_payload)[0]
 
 
 def bump_counters(conn: Connection, shard: str, counts: Counter[str], now: datetime) -> None:

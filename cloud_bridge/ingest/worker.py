@@ -19,7 +19,14 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from cloud_bridge.config import BridgeConfig
 from cloud_bridge.fleet import FleetPublisher
 from cloud_bridge.ingest.source import Message, MessageSource
-from cloud_bridge.ingest.store import STORE_ERROR, Outcome, bump_counters, count_outcomes, handle, record_refusal
+from cloud_bridge.ingest.store import (
+    STORE_ERROR,
+    Outcome,
+    bump_counters,
+    count_outcomes,
+    handle_batch,
+    record_refusal,
+)
 from cloud_bridge.store.tables import utcnow
 from contract import topics
 from contract.payloads import Ack, DeadLetter
@@ -99,7 +106,7 @@ class IngestWorker:
         now = self.clock()
         keep = self.cfg.ingest.keep_refused_payload
         with self.engine.begin() as conn:
-            outcomes = [handle(conn, m, now, keep) for m in batch]
+            outcomes = handle_batch(conn, batch, now, keep)
             bump_counters(conn, self.shard, count_outcomes(outcomes), now)
         return outcomes
 

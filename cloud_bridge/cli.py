@@ -19,6 +19,7 @@ COMMANDS = {
     "status": ("cloud_bridge.health:status", "Counters: received, stored, duplicate, refused, lag."),
     "history": ("cloud_bridge.residents.cli:history", "A payer's readings, submissions and points."),
     "correct": ("cloud_bridge.residents.cli:correct", "Record a resident's correction of a reading."),
+    "web": ("cloud_bridge.residents.cli:web", "Serve a read-only history page per payer (loopback)."),
     "submit": ("cloud_bridge.submission.cli:submit", "Run one submission pass to billing."),
     "sandbox": ("cloud_bridge.sandbox.cli:sandbox", "Serve a billing + loyalty sandbox over HTTP."),
 }

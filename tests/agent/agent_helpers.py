@@ -167,3 +167,65 @@ def add_accounts(broker: Any, accounts: dict[str, str]) -> None:
         for user, pw in accounts.items():
             f.write(mosquitto_password_line(user, pw) + "\n")
     broker.reload()
+
+
+def simulator_layout(out_dir: Path) -> Path:
+    """A layout for the simulator's meter, written by the real `meter-edge calibrate`."""
+    import cv2
+    from click.testing import CliRunner
+
+    from edge.calibrate.cli import calibrate
+    from edge.capture.simulator import SIM_ROIS, render_reference
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ref = out_dir / "reference-frame.png"
+    cv2.imwrite(str(ref), render_reference())
+    layout = out_dir / "layout.toml"
+    result = CliRunner().invoke(calibrate, ["--image", str(ref), "--rois", SIM_ROIS, "--decimals", "3",
+                                            "--out", str(layout)])
+    assert result.exit_code == 0, result.output
+    return layout
+
+
+def write_edge_toml(path: Path, *, state_dir: Path, layout: Path, port: int, interval_s: float = 0.1,
+                    device_id: str = "dev-sim", **extra: Any) -> Path:
+    """An edge.toml for a real `meter-edge run` on the simulator backend."""
+    import tomli_w
+
+    doc: dict[str, Any] = {
+        "device_id": device_id, "state_dir": str(state_dir), "interval_s": interval_s,
+        "telemetry_interval_s": 60, "ack_timeout_s": 600, "drain_timeout_s": 8, "layout": str(layout),
+        "capture": {"backend": "simulator", "source": "7"},
+        "mqtt": {"host": "127.0.0.1", "port": port, "reconnect_min_s": 1, "reconnect_max_s": 1},
+    }
+    for key, value in extra.items():
+        if isinstance(value, dict):
+            doc.setdefault(key, {}).update(value)
+        else:
+            doc[key] = value
+    path.write_text(tomli_w.dumps(doc))
+    return path
+
+
+def meter_edge() -> str:
+    import sys
+
+    return str(Path(sys.executable).parent / "meter-edge")
+
+
+def committed_seq(state_dir: Path) -> int:
+    """The last seq the agent committed, read from its outbox by a second connection (WAL allows it)."""
+    import sqlite3
+
+    db = state_dir / "outbox.sqlite3"
+    if not db.exists():
+        return 0
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            row = con.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+    return int(row[0]) - 1 if row else 0

@@ -107,8 +107,9 @@ def fleet_counts(conn: Connection, now: datetime, fleet: FleetSection, window: W
                            .where(and_(readings.c.status != "ok",
                                        readings.c.taken_at >= now - timedelta(days=1)))).scalar_one()
     period = current_period(now, window)
-    by_state: dict[str, int] = dict(conn.execute(select(submissions.c.state, func.count()).where(submissions.c.period == period)
-                                 .group_by(submissions.c.state)).all())
+    by_state: dict[str, int] = dict(conn.execute(
+        select(submissions.c.state, func.count()).where(submissions.c.period == period)
+        .group_by(submissions.c.state)).all())
     return FleetCounts(devices=n_devices, online=online, offline=n_devices - online, stale=stale,
                        suspect_last_day=suspect, submitted_this_period=int(by_state.get("accepted", 0)),
                        needs_attention=int(by_state.get("needs_attention", 0)), period=period, at=now)

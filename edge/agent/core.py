@@ -271,6 +271,8 @@ class Agent:
         self.stats.last_timings = timings
         r = result.reading
         log.info("seq %d: %s %s%s", stored.seq, r.status, r.value, f" ({r.reason})" if r.reason else "")
+        self.watchdog.notify(f"STATUS=seq {stored.seq}: {r.status} {r.value}; outbox {self.outbox.depth()}; "
+                             f"{'connected' if self.link.connected else 'offline'}")
         return stored.seq
 
     def _error_reading(self, reason: str) -> Reading:

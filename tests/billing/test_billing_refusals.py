@@ -214,3 +214,58 @@ def test_resident_page(sqlite_url: str, engine_for: Any, billing: SandboxServer)
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+@pytest.mark.mosquitto
+def test_reasons_on_the_device_state_topic(sqlite_url: str, engine_for: Any, billing: SandboxServer,
+                                           broker: Any) -> None:
+    """The fleet publisher's retained `bridge/devices/{id}/state` carries the refusal and attention reasons."""
+    import queue
+
+    import paho.mqtt.client as mqtt
+
+    from cloud_bridge.fleet import FleetPublisher
+    from contract import topics
+
+    engine = engine_for(sqlite_url)
+    _world(engine, billing)
+    config = make_config(sqlite_url, billing.url)
+    run_submission_pass(engine, config, AT)
+
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="billing-test-pub")
+    pub.connect("127.0.0.1", broker.port)
+    pub.loop_start()
+    try:
+        def publish(topic: str, payload: bytes, qos: int, retain: bool) -> None:
+            pub.publish(topic, payload, qos=qos, retain=retain).wait_for_publish(5)
+
+        assert FleetPublisher(engine, publish, config.fleet, config.window, sweep=True).tick(force=True) >= 4
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+
+    got: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="billing-test-sub")
+    sub.on_message = lambda c, u, m: got.put((m.topic, json.loads(m.payload)))
+    sub.connect("127.0.0.1", broker.port)
+    sub.subscribe(topics.device_state("dev-a1").replace("dev-a1", "+"), qos=1)
+    sub.loop_start()
+    states: dict[str, dict[str, Any]] = {}
+    try:
+        deadline = time.monotonic() + 10
+        while len(states) < 4 and time.monotonic() < deadline:
+            try:
+                topic, payload = got.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            states[topic.split("/")[2]] = payload
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
+    assert states["dev-a2"]["submission"]["state"] == "refused"
+    assert states["dev-a2"]["submission"]["reason"] == "decreasing_value"
+    assert states["dev-c"]["submission"]["reason"] == "unknown_payer"
+    assert states["dev-a1"]["submission"]["state"] == "needs_attention"
+    assert "only_suspect_readings" in states["dev-a1"]["submission"]["reason"]
+    assert states["dev-b"]["loyalty"] == {"period": "2026-10", "points": 10, "state": "credited"}
+    assert all(A not in json.dumps(s) and C not in json.dumps(s) for s in states.values())  # payer codes masked

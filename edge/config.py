@@ -59,6 +59,8 @@ class ReadingConfig(Section):
         3.0, gt=0, le=1000, description="Highest plausible flow; a faster rise is refused.")
     confidence_threshold: float | None = Field(
         None, ge=0, le=1, description="A wheel under this confidence is unreadable (N); empty: the model's own.")
+    change_confidence: float = Field(
+        0.8, ge=0, le=1, description="A wheel that changes the previous value's digit needs this confidence.")
     hysteresis_steps: int = Field(
         1, ge=0, le=100, description="A fall of up to this many lowest-wheel steps is jitter: keep the value, ok.")
     ambiguity: float = Field(

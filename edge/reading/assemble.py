@@ -7,12 +7,15 @@ The order of the rules (docs/reading.md has an example of each):
    on a rounding boundary and all ten digits for an unreadable (N) wheel;
 3. no previous value: the wheels' own reading, if every wheel is readable (``first``);
 4. the candidates that fit the previous value (no fall beyond the hysteresis, no rise above the maximum
-   rate since the previous value's time): the primary reading if it fits; else the only one that fits
-   (``filled``/``alternative``); several that fit -> ``suspect`` (``unreadable``/``ambiguous``);
-   none -> a refusal (``decrease``/``rate_too_high``), published as ``suspect``;
+   rate since the previous value's time): if all that fit leave the value where it is, it stays; else the
+   primary reading if it is the only one that fits; with an unreadable wheel, the only value that fits
+   (``filled``); several that fit, or only a second-best reading of a boundary wheel -> ``suspect``
+   (``unreadable``/``ambiguous``); none -> a refusal (``decrease``/``rate_too_high``), published as
+   ``suspect``;
 5. a fall within the hysteresis keeps the previous value, ``ok`` (``jitter_hold``);
-6. a rise of ``confirm_change_m3`` or more that moves a wheel above the lowest needs a second frame that
-   agrees (``unconfirmed_change`` then ``confirmed``);
+6. a rise whose changed wheels are read with less than ``change_confidence`` (``low_confidence``), or a
+   rise of ``confirm_change_m3`` or more that moves a wheel above the lowest (``unconfirmed_change``), is
+   held as ``suspect`` until a second frame agrees with it (``confirmed``);
 7. ``confirm_after`` refusals in a row that agree with each other -> ``suspect`` ``needs_confirmation``:
    the device asks for an installer (``cmd/set-value``) instead of refusing silently for ever.
 
@@ -126,6 +129,12 @@ def assemble(state: ReadingState, obs: Observation, rules: Rules) -> tuple[Decis
             why = (f"more than {MAX_UNREADABLE} wheels" if not cands else "no previous value to fill them from")
             return decision("suspect", None, f"unreadable: {unreadable_text()}; {why}", "unreadable", None), state
         v = value_of(primary)
+        weak = [i for i, w in enumerate(wheels) if w.confidence < rules.change_confidence]
+        if weak:
+            low = ", ".join(f"{i + 1} ({wheels[i].confidence:.2f})" for i in weak)
+            text = (f"low_confidence: no previous value, and wheel{'s' if len(weak) > 1 else ''} {low} "
+                    f"(from the left) under {rules.change_confidence:.2f}")
+            return _second_frame(state, obs, rules, v, [("low_confidence", text)], decision, primary)
         new = ReadingState(previous=v, previous_at=obs.taken_at)
         return decision("ok", v, None, "first", primary), new
 
@@ -140,25 +149,30 @@ def assemble(state: ReadingState, obs: Observation, rules: Rules) -> tuple[Decis
     def fits(v: Decimal) -> bool:
         return v >= lower and (upper is None or v <= upper)
 
+    fitting = [c for c in cands if fits(value_of(c))]
+    values = sorted({value_of(c) for c in fitting})
+    primary_fits = primary is not None and fits(value_of(primary))
+    shown = ", ".join(fmt(v) for v in values[:4]) + (", ..." if len(values) > 4 else "")
     chosen: Candidate | None = None
-    if primary is not None and fits(value_of(primary)):
+    if values and values[-1] <= prev + rules.hysteresis:
+        # every reading that fits leaves the accepted value where it is (unchanged or jitter)
+        chosen = primary if primary_fits else max(fitting, key=value_of)
+    elif primary_fits and len(values) == 1:
         chosen = primary
-    else:
-        fitting = [c for c in cands if fits(value_of(c))]
-        values = sorted({value_of(c) for c in fitting})
-        if len(values) == 1:
+    elif primary is None:
+        if len(values) == 1 and not fitting[0].alternative:
             chosen = fitting[0]
-        elif len(values) > 1:
-            shown = ", ".join(fmt(v) for v in values[:4]) + (", ..." if len(values) > 4 else "")
-            if primary is None:
-                reason = f"unreadable: {unreadable_text()}; {len(values)} values fit the previous {fmt(prev)}: {shown}"
-                return decision("suspect", None, reason, "unreadable", None), state
-            reason = (f"ambiguous: the wheels read {raw}, which does not fit the previous {fmt(prev)}, "
-                      f"and wheels on a boundary allow {len(values)} values that do: {shown}")
-            return decision("suspect", None, reason, "ambiguous", None), state
-        elif primary is None:
-            why = f"more than {MAX_UNREADABLE} wheels" if not cands else f"no digit fits the previous {fmt(prev)}"
+        else:
+            why = (f"more than {MAX_UNREADABLE} wheels" if not cands else
+                   f"no digit fits the previous {fmt(prev)}" if not values else
+                   f"{len(values)} values fit the previous {fmt(prev)}: {shown}")
             return decision("suspect", None, f"unreadable: {unreadable_text()}; {why}", "unreadable", None), state
+    elif values:
+        reason = (f"ambiguous: the wheels read {raw} but wheels on a digit boundary also allow {shown}, "
+                  f"and more than one of them fits the previous {fmt(prev)}" if primary_fits else
+                  f"ambiguous: the wheels read {raw}, which does not fit the previous {fmt(prev)}; only a "
+                  f"second-best reading of a wheel on a digit boundary does ({shown}): not evidence enough")
+        return decision("suspect", None, reason, "ambiguous", None), state
 
     if chosen is None:  # the primary reading is refused
         assert primary is not None
@@ -181,20 +195,39 @@ def assemble(state: ReadingState, obs: Observation, rules: Rules) -> tuple[Decis
         new = ReadingState(previous=prev, previous_at=obs.taken_at)
         return decision("ok", prev, None, "unchanged" if v == prev else "jitter_hold", chosen), new
 
-    # 6. a large rise that moves a high wheel needs a second frame
+    # 6. more evidence for a change: a wheel that changes the value read with little confidence, or a large
+    #    rise that moves a wheel above the lowest, needs a second frame that agrees (a wheel that agrees with
+    #    the previous value needs no more than the model's own threshold)
+    before, after = fmt(prev).replace(".", "").zfill(n)[-n:], fmt(v).replace(".", "")
+    weak = [i for i, (a, b) in enumerate(zip(before, after, strict=True))
+            if a != b and chosen.hows[i] != "filled" and wheels[i].confidence < rules.change_confidence]
     rise = v - prev
     top = _highest_changed(fmt(prev), fmt(v))
+    waits: list[tuple[str, str]] = []
+    if weak:
+        low = ", ".join(f"{i + 1} ({before[i]} -> {after[i]}, {wheels[i].confidence:.2f})" for i in weak)
+        waits.append(("low_confidence", f"low_confidence: wheel{'s' if len(weak) > 1 else ''} {low} (from the left) "
+                                        f"change the value with confidence under {rules.change_confidence:.2f}"))
     if rise >= Decimal(str(rules.confirm_change_m3)) and top > 0:
-        if state.pending is not None and _agree(state.pending, v, obs.taken_at, rules):
-            new = ReadingState(previous=v, previous_at=obs.taken_at)
-            return decision("ok", v, None, "confirmed", chosen), new
-        pend = Refusal(v, obs.taken_at, "unconfirmed_change")
-        reason = (f"unconfirmed_change: {_fmt_m3(rise)} m3 since the accepted {fmt(prev)} moves wheel "
-                  f"{n - top} (from the left); waiting for a second frame that agrees")
-        return decision("suspect", v, reason, "unconfirmed_change", chosen), replace(state, pending=pend)
-
+        waits.append(("unconfirmed_change", f"unconfirmed_change: {_fmt_m3(rise)} m3 since the accepted {fmt(prev)} "
+                                            f"moves wheel {n - top} (from the left)"))
+    if waits:
+        return _second_frame(state, obs, rules, v, waits, decision, chosen)
     new = ReadingState(previous=v, previous_at=obs.taken_at)
     return decision("ok", v, None, rule, chosen), new
+
+
+def _second_frame(state: ReadingState, obs: Observation, rules: Rules, v: Decimal, waits: list[tuple[str, str]],
+                  decision: Callable[[str, Decimal | None, str | None, str, Candidate | None], Decision],
+                  chosen: Candidate) -> tuple[Decision, ReadingState]:
+    """Accept ``v`` if the frame before was held for the same kind of doubt and agrees; else hold this one."""
+    if state.pending is not None and _agree(state.pending, v, obs.taken_at, rules):
+        return decision("ok", v, None, "confirmed", chosen), ReadingState(previous=v, previous_at=obs.taken_at)
+    code = waits[0][0]
+    reason = "; ".join(text for _, text in waits) + "; waiting for a second frame that agrees"
+    if state.previous is not None:
+        reason += f" (the accepted value stays {decision('ok', state.previous, None, '', None).value})"
+    return decision("suspect", v, reason, code, chosen), replace(state, pending=Refusal(v, obs.taken_at, code))
 
 
 def _refuse(state: ReadingState, obs: Observation, rules: Rules, v: Decimal, code: str, text: str,

@@ -21,6 +21,7 @@ class Rules:
     decimals: how many wheels are after the decimal point (the lowest wheel's step is 10**-decimals m³).
     max_rate_m3_per_h: a rise faster than this since the previous accepted value is refused.
     confidence_threshold: a wheel under it is unreadable (N); None: only the model's own N counts.
+    change_confidence: a wheel whose digit differs from the previous value needs at least this confidence.
     hysteresis_steps: a fall of up to this many lowest-wheel steps is jitter: the previous value stands, ok.
     ambiguity: a wheel this close (in digit positions) to its rounding boundary also offers its neighbour.
     confirm_change_m3: a rise this large that moves a wheel above the lowest needs two frames that agree.
@@ -30,6 +31,7 @@ class Rules:
     decimals: int = 0
     max_rate_m3_per_h: float = 3.0
     confidence_threshold: float | None = None
+    change_confidence: float = 0.8
     hysteresis_steps: int = 1
     ambiguity: float = 0.15
     confirm_change_m3: float = 0.1
@@ -51,6 +53,7 @@ class Rules:
             decimals=decimals,
             max_rate_m3_per_h=cfg.max_rate_m3_per_h if max_rate_m3_per_h is None else max_rate_m3_per_h,
             confidence_threshold=cfg.confidence_threshold,
+            change_confidence=cfg.change_confidence,
             hysteresis_steps=cfg.hysteresis_steps,
             ambiguity=cfg.ambiguity,
             confirm_change_m3=cfg.confirm_change_m3,

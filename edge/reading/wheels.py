@@ -1,7 +1,7 @@
 """Rolling-wheel resolution: which digit each wheel shows, decided from the wheels below it.
 
 An odometer wheel turns towards its next digit only while the wheel to its right rolls from 9 to 0 (a
-transfer pinion), or, on some meters, a little all the time. So a wheel's own position says little about
+transfer pinion). So a wheel's own position says little about
 its digit when it is caught between two numbers: a wheel at 2.6 above a wheel at 9.7 is a 2 still
 rolling (the carry is not done), above a wheel at 0.1 it is a 3 that has not quite settled. We resolve
 from the lowest wheel (whose own position decides) upwards: for each wheel the wheel below gives the band
@@ -21,8 +21,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-CARRY_START = 9.0
-"""Where a transfer pinion starts to move the next wheel (the simulator's meters and most water meters)."""
+CARRY_EARLY = 8.5
+"""The earliest a transfer pinion starts to move the next wheel (lower wheel's position)."""
+CARRY_LATE = 9.5
+"""The latest it starts. The simulator's meters start at 9.0; AI-on-the-edge's notes say about 9.7 finishes."""
 
 MAX_UNREADABLE = 3
 """More unreadable wheels than this are not enumerated (10**k candidates): the frame is unreadable."""
@@ -31,12 +33,13 @@ MAX_UNREADABLE = 3
 def carry_band(lower: float) -> tuple[float, float]:
     """How far (0..1) the wheel above may have turned past its digit while the wheel below is at ``lower``.
 
-    Lower bound: a pinion that moves only while the wheel below goes from ``CARRY_START`` to 10. Upper
-    bound: a wheel coupled all the way (a tenth of the lower wheel's turn).
+    The wheel above moves only while the one below rolls from about 9 to 10 (a transfer pinion); when
+    exactly it starts differs between meters, so the band spans a pinion starting at ``CARRY_LATE``
+    (lower bound) to one starting at ``CARRY_EARLY`` (upper bound).
     """
     lower = lower % 10.0
-    lo = min(max(lower - CARRY_START, 0.0) / (10.0 - CARRY_START), 1.0)
-    hi = max(lo, lower / 10.0)
+    lo = min(max(lower - CARRY_LATE, 0.0) / (10.0 - CARRY_LATE), 1.0)
+    hi = min(max(lower - CARRY_EARLY, 0.0) / (10.0 - CARRY_EARLY), 1.0)
     return lo, hi
 
 

@@ -68,10 +68,11 @@ def test_rolling_wheels_resolved_from_lower_positions(positions: list[float], ex
     assert primary(positions) == expected
 
 
-def test_carry_band_is_pinion_to_linear() -> None:
-    assert carry_band(5.0) == (0.0, 0.5)
-    lo, hi = carry_band(9.5)
-    assert lo == pytest.approx(0.5) and hi == pytest.approx(0.95)
+def test_carry_band_spans_early_and_late_pinions() -> None:
+    assert carry_band(5.0) == (0.0, 0.0)
+    lo, hi = carry_band(9.7)
+    assert lo == pytest.approx(0.4) and hi == pytest.approx(0.8)
+    assert carry_band(0.1) == (0.0, 0.0)
 
 
 @pytest.mark.parametrize("value", [129.99, 129.995, 129.999, 130.0, 99.999, 100.0, 9.9993, 10.0, 123.456, 0.0])
@@ -291,3 +292,37 @@ def test_format(value: str, wheels: int, decimals: int, text: str) -> None:
 def test_parse_value_refuses(bad: str) -> None:
     with pytest.raises(ValueError):
         parse_value(bad)
+
+
+# ---------------------------------------------------------------- evidence for a change
+def test_low_confidence_change_waits_for_a_second_frame() -> None:
+    """A wheel that changes the value with little confidence is held once, then confirmed: never stuck."""
+    s = state("124.998", T0)
+    out = []
+    for i, v in enumerate([125.040, 125.075, 125.085]):
+        d, s = assemble(s, obs(odometer(v), T0 + timedelta(hours=i + 1), low={4: 0.58}), RULES)
+        out.append((d.status, d.value, d.rule))
+    assert out == [("suspect", "00125.040", "low_confidence"), ("ok", "00125.075", "confirmed"),
+                   ("ok", "00125.085", "increase")]  # the units wheel no longer changes: its 0.58 is enough
+
+
+def test_low_confidence_misread_is_not_confirmed_by_a_lower_frame() -> None:
+    pos = odometer(125.121)
+    pos[7] = 7.0  # lowest wheel 1 read as 7, unsure
+    frames = [obs(pos, T0 + timedelta(hours=1), low={7: 0.48}), obs(odometer(125.123), T0 + timedelta(hours=2))]
+    got = run([], "125.120", prepared=frames)
+    assert got == [("suspect", "00125.127", "low_confidence"), ("ok", "00125.123", "increase")]
+
+
+def test_first_reading_with_a_weak_wheel_needs_two_frames() -> None:
+    frames = [obs(odometer(123.456), T0, low={3: 0.6}), obs(odometer(123.457), T0 + timedelta(hours=1), low={3: 0.6})]
+    got = run([], None, prepared=frames)
+    assert got == [("suspect", "00123.456", "low_confidence"), ("ok", "00123.457", "confirmed")]
+
+
+def test_second_best_reading_that_changes_the_value_is_not_taken() -> None:
+    """Lowest wheel misread (3 -> 9.6) drags the wheel above onto a boundary; its neighbour would fit."""
+    pos = odometer(123.6936)
+    pos[6], pos[7] = 8.9, 9.6
+    d, s = assemble(state("123.693", T0), obs(pos, T0 + timedelta(hours=1)), RULES)
+    assert (d.status, d.rule) == ("suspect", "ambiguous") and s.previous == Decimal("123.693")

@@ -34,7 +34,7 @@ from sqlalchemy import create_engine, func, select
 
 from cloud_bridge import registry
 from cloud_bridge.broker import MosquittoBroker
-from cloud_bridge.store.engine import open_store
+from cloud_bridge.store.engine import open_store, read_only
 from cloud_bridge.store.tables import readings
 from contract.payloads import Reading
 
@@ -159,7 +159,7 @@ def bridge_rate(work: Path, db_url: str, workers: int, payloads: list[tuple[str,
                 pub.publish(topic, payload, qos=1)
             n = 0
             while n < len(payloads):
-                with engine.connect() as conn:
+                with read_only(engine) as conn:
                     n = conn.execute(select(func.count()).select_from(readings)).scalar_one()
                 progress.update(task, completed=n)
                 if time.perf_counter() - t0 > 300:

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, and_, func, or_, select
 
 from cloud_bridge.config import FleetSection, WindowSection
+from cloud_bridge.store.engine import read_only
 from cloud_bridge.store.tables import (
     bindings,
     device_status,
@@ -157,7 +158,7 @@ class FleetPublisher:
         now = self.clock()
         sent = 0
         try:
-            with self.engine.connect() as conn:
+            with read_only(self.engine) as conn:
                 ids = set(self._dirty)
                 if sweeping:
                     ids |= set(conn.execute(select(devices.c.device_id)).scalars())

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, func, select
 from cloud_bridge.cli_common import load_config, open_engine
 from cloud_bridge.config import BridgeConfig
 from cloud_bridge.fleet import fleet_counts
+from cloud_bridge.store.engine import read_only
 from cloud_bridge.store.tables import counters, readings, refusals, utcnow
 
 DELAY_SAMPLE = 1000
@@ -90,7 +91,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     cfg = load_config(ctx)
     engine = open_engine(ctx)
     try:
-        with engine.connect() as conn:
+        with read_only(engine) as conn:
             data = collect(conn, cfg)
     finally:
         engine.dispose()

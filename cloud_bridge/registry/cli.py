@@ -24,6 +24,7 @@ from cloud_bridge.registry import (
     list_devices,
 )
 from cloud_bridge.registry.broker_accounts import ensure_acl, new_password, set_password
+from cloud_bridge.store.engine import read_only
 from contract.payloads import mask_payer
 
 KIND = click.Choice(["cold", "hot"])
@@ -115,7 +116,7 @@ def list_cmd(ctx: click.Context, as_json: bool, show_payer: bool) -> None:
     """List devices with their binding in force, online state and readings."""
     engine = open_engine(ctx)
     try:
-        with engine.connect() as conn:
+        with read_only(engine) as conn:
             rows = list_devices(conn)
     finally:
         engine.dispose()

@@ -11,13 +11,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 30.0
+READ_ONLY = "meter_read_only"
 
 
 class StoreError(RuntimeError):
@@ -52,13 +53,19 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A reader (see `read_only`) begins DEFERRED: in WAL mode it never blocks the writers.
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
         return engine
     if parsed.get_backend_name() == "postgresql":
         return create_engine(url, pool_pre_ping=True, **kwargs)
     raise StoreError(f"unsupported database URL {parsed.render_as_string()!r}: "
                      "use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB")
+
+
+def read_only(engine: Engine) -> Connection:
+    """A connection for reading only (dashboards, status): on SQLite it does not take the write lock."""
+    return engine.connect().execution_options(**{READ_ONLY: True})
 
 
 def _alembic_config(engine: Engine) -> Any:

@@ -62,3 +62,19 @@ def test_schema_rules(engine: Engine) -> None:
         conn.execute(corrections.insert().values(reading_id=rid + 1000, value="2", by="resident", created_at=now))
     with pytest.raises(IntegrityError), engine.begin() as conn:
         conn.execute(corrections.insert().values(reading_id=rid, value="2", by="someone", created_at=now))
+
+
+def test_a_reader_does_not_wait_for_a_writer(engine: Engine) -> None:
+    """Dashboards and `status` read while ingest holds its write transaction (SQLite: deferred BEGIN)."""
+    import time
+
+    from cloud_bridge.store.engine import read_only
+    from cloud_bridge.store.tables import devices
+
+    with engine.begin() as writer:
+        writer.execute(devices.insert().values(device_id="w", created_at=datetime.now(UTC)))
+        t0 = time.monotonic()
+        with read_only(engine) as reader:
+            n = reader.execute(select(devices.c.device_id)).all()
+        assert time.monotonic() - t0 < 2.0
+        assert n == []  # not committed yet

@@ -22,7 +22,7 @@ COMPONENT = "sensor"
 # ok → the value; anything else → the state HA already has ("None" = unknown when it has none yet).
 VALUE_TEMPLATE = (
     "{% if value_json.status == 'ok' and value_json.value is not none %}{{ value_json.value | float }}"
-    "{% elif this.state is defined and this.state not in ('unknown', 'unavailable', '') %}{{ this.state }}"
+    "{% elif this is defined and this.state not in ('unknown', 'unavailable', '') %}{{ this.state }}"
     "{% else %}None{% endif %}"
 )
 STATUS_TEMPLATE = "{{ value_json.status }}"

@@ -47,10 +47,13 @@ class Classifier(Protocol):
 
 
 class FrameResult(NamedTuple):
+    """``aligned``: the frame in reference coordinates (None when alignment failed), for pictures."""
+
     decision: Decision
     state: ReadingState
     explain: dict[str, Any]
     timings: dict[str, float]
+    aligned: np.ndarray | None = None
 
 
 @dataclass
@@ -77,12 +80,14 @@ class FramePipeline:
         timings = dict.fromkeys(STAGES, 0.0)
         explain: dict[str, Any] = {}
 
+        aligned_image: np.ndarray | None = None
+
         def failed(reason: str) -> FrameResult:
             t = time.perf_counter()
             decision, new = assemble(state, Observation((), taken_at, failure=reason), self.rules)
             timings["assemble"] = time.perf_counter() - t
             explain.update(decision.explain())
-            return FrameResult(decision, new, explain, timings)
+            return FrameResult(decision, new, explain, timings, aligned_image)
 
         if frame_bgr is None:
             return failed("no image")
@@ -97,6 +102,7 @@ class FramePipeline:
         explain["align"] = {"ok": aligned.ok, "score": round(float(aligned.score), 3), "inliers": aligned.inliers}
         if not aligned.ok or aligned.image is None:
             return failed(f"alignment failed: {aligned.reason or 'no aligned image'}")
+        aligned_image = aligned.image
 
         t = time.perf_counter()
         try:
@@ -122,4 +128,4 @@ class FramePipeline:
         decision, new = assemble(state, Observation(wheels, taken_at), self.rules)
         timings["assemble"] = time.perf_counter() - t
         explain.update(decision.explain())
-        return FrameResult(decision, new, explain, timings)
+        return FrameResult(decision, new, explain, timings, aligned_image)

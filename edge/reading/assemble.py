@@ -226,7 +226,7 @@ def _second_frame(state: ReadingState, obs: Observation, rules: Rules, v: Decima
     code = waits[0][0]
     reason = "; ".join(text for _, text in waits) + "; waiting for a second frame that agrees"
     if state.previous is not None:
-        reason += f" (the accepted value stays {decision('ok', state.previous, None, '', None).value})"
+        reason += f" (the accepted value stays {rules.format(state.previous, len(chosen.digits))})"
     return decision("suspect", v, reason, code, chosen), replace(state, pending=Refusal(v, obs.taken_at, code))
 
 

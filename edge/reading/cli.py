@@ -36,6 +36,22 @@ def _parse_time(text: str) -> datetime:
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
+def _write_picture(out: Path, aligned: Any, raw: Any, layout: Any, decision: Any) -> None:
+    """The calibration picture of one read frame: windows, per-wheel reading, status and reason as title."""
+    import cv2
+
+    from edge.calibrate.picture import CropReading, render_picture
+
+    readings = [CropReading(w.digit if w.resolved is None else w.resolved, w.position, w.confidence)
+                for w in decision.wheels] or None
+    title = f"{decision.status} {decision.value or '-'}  {decision.reason or decision.rule}"
+    picture = render_picture(aligned if aligned is not None else raw, layout.digits, decimals=layout.decimals,
+                             readings=readings, model_note="" if readings else "not read", title=title)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(out), picture):
+        click.echo(f"warning: could not write {out}", err=True)
+
+
 @click.command("read")
 @click.argument("frames", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--layout", "layout_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -52,12 +68,15 @@ def _parse_time(text: str) -> datetime:
 @click.option("--explain", is_flag=True, help="Add each wheel's prediction, the deciding rule and stage timings.")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="A .tflite digit model with its .json sidecar [default: the config's, else the bundled one].")
+@click.option("--pictures", "pictures_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write DIR/<frame>.png: the aligned frame with the digit windows, what was read and the "
+                   "status (the raw frame when alignment failed).")
 @click.option("--device-id", default="cli", show_default=True, help="device_id written into each reading.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Edge config for the reading rules [default: config/edge.toml when present].")
 def read(frames: tuple[Path, ...], layout_path: Path, previous: str | None, previous_at: str | None,
-         max_rate: float | None, interval: float | None, explain: bool, model_path: Path | None, device_id: str,
-         config_path: Path | None) -> None:
+         max_rate: float | None, interval: float | None, explain: bool, model_path: Path | None,
+         pictures_dir: Path | None, device_id: str, config_path: Path | None) -> None:
     """Read meter photos FRAMES in the order given, as the device would, and print one JSON line each.
 
     \b
@@ -78,6 +97,7 @@ def read(frames: tuple[Path, ...], layout_path: Path, previous: str | None, prev
     import numpy as np
 
     from contract.settings import ConfigError
+    from contract.topics import is_valid_device_id
     from edge.calibrate.align import AlignError
     from edge.calibrate.layout import LayoutError
     from edge.config import load_edge_config
@@ -88,6 +108,8 @@ def read(frames: tuple[Path, ...], layout_path: Path, previous: str | None, prev
     from edge.reading.payload import to_reading
     from edge.reading.rules import Rules
 
+    if not is_valid_device_id(device_id):
+        raise click.BadParameter("a device id is 1-64 of A-Z a-z 0-9 _ -", param_hint="--device-id")
     try:
         cfg = load_edge_config(config_path)
     except ConfigError as exc:
@@ -133,6 +155,8 @@ def read(frames: tuple[Path, ...], layout_path: Path, previous: str | None, prev
             result = pipe.process(image, taken_at, state)
             decision, state = result.decision, result.state
             extra = {}
+            if pictures_dir is not None:
+                _write_picture(pictures_dir / f"{path.stem}.png", result.aligned, image, pipe.layout, decision)
             if explain:
                 extra["explain"] = {**result.explain,
                                     "timings_ms": {k: round(v * 1000, 2) for k, v in result.timings.items()}}

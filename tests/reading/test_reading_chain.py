@@ -87,7 +87,8 @@ def test_read_cli_on_simulated_frames(sim: FramePipeline, tmp_path: Path) -> Non
     bad.write_bytes(b"not a jpeg")
     files.insert(2, str(bad))
     result = CliRunner().invoke(read, [*files, "--layout", str(layout), "--previous", "123.456",
-                                       "--previous-at", "2025-01-06T00:00:00Z", "--explain", "--device-id", "m-1"])
+                                       "--previous-at", "2025-01-06T00:00:00Z", "--explain", "--device-id", "m-1",
+                                       "--pictures", str(tmp_path / "pics")])
     lines = [json.loads(x) for x in result.stdout.splitlines()]
     assert result.exit_code == 1, result.output  # one frame could not be read
     assert [x["seq"] for x in lines] == [0, 1, 2, 3, 4]
@@ -98,6 +99,8 @@ def test_read_cli_on_simulated_frames(sim: FramePipeline, tmp_path: Path) -> Non
     assert lines[0]["taken_at"] == "2025-01-06T01:00:00Z" and len(lines[0]["digits"]) == 8
     assert lines[0]["explain"]["rule"] == "increase" and set(lines[0]["explain"]["timings_ms"]) == set(STAGES)
     assert "could not be read" in result.stderr
+    pictures = sorted(p.name for p in (tmp_path / "pics").glob("*.png"))
+    assert pictures == sorted(Path(f).stem + ".png" for f in files if f != str(bad))
 
 
 def test_read_cli_says_what_is_missing(tmp_path: Path) -> None:

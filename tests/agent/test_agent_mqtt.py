@@ -93,7 +93,45 @@ def test_a_week_offline_drains_completely(broker: MosquittoBroker, tmp_path: Pat
         ob.add(res.reading, state)
     ob.close()
     col = collector_factory(broker.port, ["meters/dev-a/reading"], bridge=True)
-    AgentThread(cfg, cycles=1).start().join(30)
+    at = AgentThread(cfg, cycles=1)
+    window: list[int] = []
+    real_publish = at.agent.link.publish
+
+    def watching_publish(topic: str, payload: bytes, **kw: Any) -> int | None:
+        mid = real_publish(topic, payload, **kw)
+        window.append(len(at.agent._inflight) + (topic.endswith("/reading") and mid is not None))
+        return mid
+
+    at.agent.link.publish = watching_publish  # type: ignore[method-assign]
+    at.start().join(30)
+    assert max(window) <= 8, "more readings in flight than mqtt.max_inflight"
     col.wait_for(lambda: len(col.seqs()) >= 169)
     assert col.seqs() == list(range(1, 170))
     assert Outbox(cfg.state_dir).depth() == 0
+
+
+def test_discovery_again_when_home_assistant_comes_back_and_periodic_telemetry(
+        broker: MosquittoBroker, tmp_path: Path, collector_factory: Any) -> None:
+    col = collector_factory(broker.port, ["homeassistant/sensor/#", "meters/dev-a/telemetry"])
+    cfg = edge_config(tmp_path, broker.port, interval_s=3600, telemetry_interval_s=0.2)
+    at = AgentThread(cfg).start()
+    try:
+        assert col.wait_for(lambda: len(col.on("/config")) == 3)
+        assert col.wait_for(lambda: len(col.on("/telemetry")) >= 4), "telemetry is not periodic"
+        tele = Telemetry.model_validate_json(col.on("/telemetry")[-1].payload)
+        assert tele.free_disk_bytes and tele.free_disk_bytes > 0 and tele.uptime_s > 0
+        col.c.publish("homeassistant/status", b"online", qos=1)
+        assert col.wait_for(lambda: len(col.on("/config")) == 6), "discovery not republished for HA's birth"
+    finally:
+        at.stop()
+
+
+def test_cpu_temperature_is_read_where_the_file_exists(tmp_path: Path) -> None:
+    from edge.transport.telemetry import cpu_temp_c
+
+    f = tmp_path / "temp"
+    f.write_text("48312\n")
+    assert cpu_temp_c(f) == 48.3
+    assert cpu_temp_c(tmp_path / "missing") is None
+    f.write_text("garbage")
+    assert cpu_temp_c(f) is None

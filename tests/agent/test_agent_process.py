@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +106,33 @@ def test_kill_9_at_random_points_loses_nothing(broker: MosquittoBroker, tmp_path
     db = sqlite3.connect(state / "outbox.sqlite3")
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert db.execute("SELECT count(*) FROM readings WHERE state != 'done'").fetchone()[0] == 0
+
+
+def test_folder_backend_replays_once_remembers_and_stops(broker: MosquittoBroker, tmp_path: Path,
+                                                         sim_layout: Path, collector_factory: Any) -> None:
+    import cv2
+
+    from edge.capture.backends.simulator import SimulatorCamera
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cam = SimulatorCamera(seed=5, start=datetime(2026, 11, 24, 17, tzinfo=UTC))
+    names = []
+    for _ in range(3):
+        frame = cam.capture()
+        name = frame.taken_at.strftime("%Y%m%dT%H%M%SZ") + ".png"
+        cv2.imwrite(str(frames / name), frame.image)
+        names.append(frame.taken_at)
+    state = tmp_path / "state"
+    conf = write_edge_toml(tmp_path / "edge.toml", state_dir=state, layout=sim_layout, port=broker.port,
+                           interval_s=0.05, capture={"backend": "folder", "source": str(frames)})
+    col = collector_factory(broker.port, ["meters/dev-sim/reading"], bridge=True, client_id="folder-bridge")
+    log = tmp_path / "agent.log"
+    assert _start(conf, log, "--cycles", "10").wait(60) == 0, log.read_text()[-2000:]
+    assert col.wait_for(lambda: len(col.seqs()) >= 3)
+    readings = [Reading.model_validate_json(m.payload) for m in col.on("/reading")]
+    assert [r.taken_at for r in readings] == names, "a frame named by its time is taken at that time"
+    assert "no more frames" in log.read_text()
+    # a restart goes on from where it was: nothing new to read, no new seq
+    assert _start(conf, log, "--cycles", "2").wait(60) == 0
+    assert committed_seq(state) == 3

@@ -46,7 +46,7 @@ class PipelineReader:
         try:
             pipeline = FramePipeline.from_files(cfg.layout, classifier)
         except (LayoutError, AlignError) as exc:
-            raise ConfigError(f"layout {cfg.layout}: {exc} (write one with `meter-edge calibrate`)") from None
+            raise ConfigError(f"layout {cfg.layout}: {exc}") from None
         pipeline.rules = Rules.from_config(cfg.reading, pipeline.layout.decimals)
         try:
             camera = open_camera(cfg.capture, cfg.state_dir)

@@ -174,6 +174,7 @@ def contact_sheet(path: Path, crops: list[np.ndarray], captions: list[str], titl
     import matplotlib.pyplot as plt
 
     n = max(1, len(crops))
+    cols = min(cols, max(n, 4))
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.0, rows * 1.55 + 0.4), squeeze=False)
     for ax in axes.flat:
@@ -314,6 +315,7 @@ def main(model_path: Path | None, anchors_dir: Path | None, out_dir: Path, threa
     console.print(by_type)
 
     sim_summary = simulated_line(console, runners, sim_n, sim_seed)
+    trouble = trouble_table(console, [ours, best], val.images, truth)
 
     # pictures of our mistakes
     oc = ours.results["outcomes"]
@@ -339,10 +341,64 @@ def main(model_path: Path | None, anchors_dir: Path | None, out_dir: Path, threa
                    for r in runners},
         "ratios_ours_over_best_anchor": ratios,
         "simulated": sim_summary,
+        "trouble": trouble,
     }
     (out_dir / "digits.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     console.print(f"wrote {out_dir / 'digits_errors.png'}, {out_dir / 'digits_confusion.png'}, "
                   f"{out_dir / 'digits.json'}")
+
+
+def _occlude(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    h = img.shape[0]
+    out = img.copy()
+    y = int(h * rng.uniform(0.2, 0.4))
+    out[y : y + int(h * 0.45), :] = rng.integers(0, 256, 3)
+    return out
+
+
+def _glare(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    h, w = img.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    cy, r = h / 2 + rng.uniform(-h / 6, h / 6), 0.35 * h
+    spot = 400 * np.exp(-((yy - cy) ** 2 + (xx - w / 2) ** 2) / (2 * r * r))
+    return np.clip(img.astype(np.float32) + spot[:, :, None], 0, 255).astype(np.uint8)
+
+
+def _blur(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    import cv2
+
+    return cv2.GaussianBlur(img, (0, 0), img.shape[0] / 10)
+
+
+TROUBLE: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
+    "bar over the middle": _occlude,
+    "glare": _glare,
+    "out of focus": _blur,
+}
+
+
+def trouble_table(
+    console: Any, runners: list[Runner], images: list[np.ndarray], truth: Sequence[float]
+) -> dict[str, Any]:
+    """Val crops made unreadable on purpose: a model should hold them back (N), not guess."""
+    from rich.table import Table
+
+    t = Table(title="sanity check: val crops made unreadable (held N / wrong confident); training saw similar "
+                    "synthetic damage, so this is no field measure")
+    t.add_column("model")
+    for name in TROUBLE:
+        t.add_column(name, justify="right")
+    out: dict[str, Any] = {}
+    for r in runners:
+        cells = []
+        for name, fn in TROUBLE.items():
+            rng = np.random.default_rng(5)
+            s = summarize(outcomes_for(predict(r, [fn(c, rng) for c in images]), truth))
+            out.setdefault(r.name, {})[name] = s
+            cells.append(f"{pct(s['held'])} / {pct(s['wrong_confident'])}")
+        t.add_row(r.name, *cells)
+    console.print(t)
+    return out
 
 
 def simulated_line(console: Any, runners: list[Runner], n: int, seed: int) -> dict[str, Any]:

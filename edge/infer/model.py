@@ -137,7 +137,6 @@ class DigitModel:
         self._interp: Interpreter
         self._interp, self.backend = create_interpreter(path, backend=backend, num_threads=num_threads)
         self._in = self._interp.get_input_details()[0]
-        self._out_index = self._interp.get_output_details()[0]["index"]
         self._out = self._interp.get_output_details()[0]
         shape = tuple(int(s) for s in self._in["shape"])
         if shape[1:] != (self.spec.height, self.spec.width, 3):

@@ -34,6 +34,8 @@ def to_model_input(crops: Sequence[np.ndarray], width: int, height: int, color: 
     """
     batch = np.empty((len(crops), height, width, 3), dtype=np.float32)
     for i, crop in enumerate(crops):
+        if crop.size == 0 or crop.ndim not in (2, 3):
+            raise ValueError(f"crop {i} is empty or not an image (shape {crop.shape})")
         if crop.ndim == 2:
             crop = cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR)
         img = resize_crop(crop, width, height)

@@ -118,3 +118,9 @@ def test_spread_probability_means_low_confidence() -> None:
     flat = np.full((1, 100), 0.01)
     _, conf = decode_positions(flat)
     assert conf[0] == pytest.approx(0.05)
+
+
+def test_empty_crop_is_a_clear_error() -> None:
+    model = DigitModel()
+    with pytest.raises(ValueError, match="crop 1 is empty"):
+        model.classify([synthetic_crop(1), np.zeros((0, 5, 3), np.uint8)])

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy import Connection, and_, func, or_, select, union
 
 from cloud_bridge.store.tables import bindings, corrections, readings
 from cloud_bridge.submission.periods import Period
@@ -34,11 +34,21 @@ class Choice:
 
 
 def bound_meters(conn: Connection, start: datetime, end: datetime) -> list[BoundMeter]:
-    """Every (payer, meter) with a binding in force at some time in [start, end)."""
-    rows = conn.execute(
-        select(bindings.c.payer_code, bindings.c.meter_serial).distinct()
+    """Every (payer, meter) with a binding in force at some time in [start, end), and every one that
+    holds readings taken in [start, end): a reading belongs to the binding in force when it was stored,
+    so a backlog taken before its binding opened (a device offline, then bound) still counts."""
+    in_force = (
+        select(bindings.c.payer_code, bindings.c.meter_serial)
         .where(bindings.c.valid_from < end, or_(bindings.c.valid_to.is_(None), bindings.c.valid_to > start))
-        .order_by(bindings.c.payer_code, bindings.c.meter_serial)
+    )
+    with_readings = (
+        select(bindings.c.payer_code, bindings.c.meter_serial)
+        .join(readings, readings.c.binding_id == bindings.c.id)
+        .where(readings.c.taken_at >= start, readings.c.taken_at < end)
+    )
+    both = union(in_force, with_readings).subquery("meters")
+    rows = conn.execute(
+        select(both.c.payer_code, both.c.meter_serial).order_by(both.c.payer_code, both.c.meter_serial)
     ).all()
     return [BoundMeter(r.payer_code, r.meter_serial) for r in rows]
 

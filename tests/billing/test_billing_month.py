@@ -125,3 +125,19 @@ def test_dry_run_changes_nothing(sqlite_url: str, engine_for: Any, sandbox: Sand
     assert sandbox.store.readings() == [] and sandbox.store.requests() == []
     with engine.begin() as conn:
         assert conn.exec_driver_sql("SELECT COUNT(*) FROM submissions").scalar() == 0
+
+
+def test_backlog_taken_before_its_binding_opened_is_submitted(db_url: str, engine_for: Any,
+                                                             sandbox: SandboxServer) -> None:
+    """A device read the meter for days while unbound (or offline), then was bound; the bridge attributes
+    the backlog to the binding in force when it stored it, so a pass as of the readings' time submits it."""
+    engine = engine_for(db_url)
+    config = make_config(db_url, sandbox.url)
+    fleet = Fleet(engine)
+    fleet.add("late-dev", "M-LATE", "2000000001", datetime(2026, 10, 25, tzinfo=UTC))
+    fleet.readings("late-dev", [(datetime(2026, 10, 20, h, tzinfo=UTC), f"00042.{h:03d}", "ok", None)
+                                for h in range(1, 6)])
+    report = run_submission_pass(engine, config, parse_instant("2026-10-20T09:00:00Z"))
+    assert report.counts() == {"accepted": 1}
+    got = httpx.Client(base_url=sandbox.url).get("/v1/readings").json()["readings"]
+    assert [(g["meter_serial"], g["value"]) for g in got] == [("M-LATE", "00042.005")]

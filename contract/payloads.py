@@ -37,9 +37,10 @@ def _to_utc(value: datetime) -> datetime:
 
 def format_utc(value: datetime) -> str:
     """ISO 8601 in UTC with a trailing Z; microseconds only when there are any."""
-    value = _to_utc(value)
-    spec = "%Y-%m-%dT%H:%M:%S.%fZ" if value.microsecond else "%Y-%m-%dT%H:%M:%SZ"
-    return value.strftime(spec)
+    v = _to_utc(value)
+    # Not strftime: its %Y does not pad years before 1000 on glibc, which would break the round trip.
+    text = f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}"
+    return text + (f".{v.microsecond:06d}Z" if v.microsecond else "Z")
 
 
 UtcTime = Annotated[datetime, PlainSerializer(format_utc, return_type=str, when_used="json")]

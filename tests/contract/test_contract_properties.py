@@ -23,7 +23,7 @@ digits = st.builds(
     p=probabilities,
 )
 # Years before 1000 are left out: strftime("%Y") does not zero-pad them on Linux (not a real timestamp).
-times = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC))
+times = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC))
 
 
 @st.composite

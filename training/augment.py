@@ -90,3 +90,39 @@ def augmented_batch(
     """Augment BGR crops and run them through the shared preprocessing into a float batch."""
     moved = [blur(geometric(c, rng, height), rng) for c in crops]
     return photometric(to_model_input(moved, width, height, color), rng)
+
+
+def destroy(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Make a crop unreadable the way the field does (a finger or a drop in front, a glare that
+    washes the window out, a lens far out of focus, a window with no digit in it).
+
+    Trained with a flat target, these teach the model to spread its probability when it cannot see
+    the wheel, so the confidence (the mass near its best guess) drops for real trouble.
+    """
+    h, w = img.shape[:2]
+    out = img.copy()
+    kind = int(rng.integers(0, 5))
+    if kind == 0:  # something in front: covers most of the digit
+        oh, ow = int(h * rng.uniform(0.55, 0.8)), int(w * rng.uniform(0.8, 1.0))
+        y, x = int(rng.integers(0, h - oh + 1)), int(rng.integers(0, w - ow + 1))
+        colour = rng.integers(0, 256, 3).tolist()
+        if rng.random() < 0.5:
+            cv2.ellipse(out, (x + ow // 2, y + oh // 2), (ow // 2, oh // 2), 0, 0, 360, colour, -1)
+        else:
+            out[y : y + oh, x : x + ow] = colour
+    elif kind == 1:  # glare that saturates the window
+        yy, xx = np.mgrid[0:h, 0:w]
+        cy, cx = h * rng.uniform(0.35, 0.65), w * rng.uniform(0.3, 0.7)
+        r = h * rng.uniform(0.3, 0.5)
+        spot = rng.uniform(350, 600) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+        out = np.clip(out.astype(np.float32) + spot[:, :, None], 0, 255).astype(np.uint8)
+    elif kind == 2:  # far out of focus
+        out = cv2.GaussianBlur(out, (0, 0), h * rng.uniform(0.15, 0.3))
+    elif kind == 3:  # no digit: a flat patch with noise
+        colour = np.array(rng.integers(0, 256, 3), np.float32)
+        out = np.clip(colour + rng.normal(0, rng.uniform(2, 25), (h, w, 3)), 0, 255).astype(np.uint8)
+    else:  # the window shows only a slice of two digits far apart (badly placed ROI)
+        y = int(h * rng.uniform(0.55, 0.75))
+        out = np.concatenate([img[y:], img[: h - (h - y)]], axis=0)
+        out = cv2.resize(out[:, : max(2, int(w * rng.uniform(0.25, 0.4)))], (w, h))
+    return out

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 
-def build_model(width: int = 20, height: int = 32, classes: int = 100, filters: tuple[int, ...] = (16, 32, 48),
-                dense: int = 128, dropout: float = 0.3) -> Any:
+def build_model(width: int = 20, height: int = 32, classes: int = 100, filters: tuple[int, ...] = (24, 48, 64),
+                dense: int = 192, dropout: float = 0.3) -> Any:
     import keras
     from keras import layers
 

@@ -117,7 +117,8 @@ class Agent:
         self.stats = Stats()
         self.started = time.monotonic()
         self._inflight: dict[int, int] = {}  # mid -> seq of readings paho holds
-        self._session_ready = False  # subscribed to acks and commands on this connection
+        self._session_ready = False  # subscribed, and the broker accepted our `online` on this connection
+        self._online_mid: int | None = None  # the `online` publish whose PUBACK opens the session
         self._announce_pending = False
         self._resending = False  # after a reconnect paho resends its in-flight first: hold new ones back
         self._paused_until = 0.0  # after a not-authorised refusal
@@ -313,6 +314,7 @@ class Agent:
             self._on_connected(event)
         elif isinstance(event, Disconnected):
             self._session_ready = False
+            self._online_mid = None
             log.warning("disconnected from the broker (%s); readings stay in the outbox, reconnecting", event.reason)
         elif isinstance(event, ConnectFailed):
             if event.not_authorized:
@@ -335,19 +337,29 @@ class Agent:
         paused after a refusal: Mosquitto drops the connection after each refused publish."""
         if not self._announce_pending or not self.link.connected or time.monotonic() < self._paused_until:
             return
+        mid = self.link.publish(topics.status(self.cfg.device_id), ONLINE, qos=1, retain=True)
+        if mid is None:
+            return
         self._announce_pending = False
-        self.link.publish(topics.status(self.cfg.device_id), ONLINE, qos=1, retain=True)
+        self._online_mid = mid
         self.publish_discovery()
         self.publish_telemetry()
-        self._session_ready = True  # readings only after the SUBSCRIBE, so no ack can pass us by
-        self.pump()
+        # Readings wait for the PUBACK of `online`: it comes after the SUBACK (so no ack can pass us by),
+        # and a broker that refuses us (0x87, then a dropped connection) gets one refused message, not a
+        # window of readings, on every reconnect.
 
     def _on_puback(self, event: PubAck) -> None:
         topic = self.link.settle(event.mid)
         seq = self._inflight.pop(event.mid, None)
+        opens_session = event.mid == self._online_mid
+        if opens_session:
+            self._online_mid = None
         if event.refused is None:
             if seq is not None:
                 self.outbox.mark_published(seq)
+            if opens_session:
+                self._session_ready = True
+                self.pump()
             return
         what = f"reading seq {seq}" if seq is not None else f"a message on {topic}"
         if event.not_authorized:

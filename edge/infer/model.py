@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +22,13 @@ MODEL_FILENAME = "digits.tflite"
 
 
 def bundled_model_path() -> Path:
-    """The model shipped with the project: ``models/digits.tflite`` at the repository root.
-
-    Found from this file's location, which works from a checkout and from ``pip install -e .``.
-    """
-    return Path(__file__).resolve().parents[2] / "models" / MODEL_FILENAME
+    """The model shipped with the project: ``models/digits.tflite`` at the repository root in a checkout
+    (and ``pip install -e .``), else ``<prefix>/share/meter-reader/models/`` where a wheel installs it."""
+    checkout = Path(__file__).resolve().parents[2] / "models" / MODEL_FILENAME
+    if checkout.is_file():
+        return checkout
+    installed = Path(sys.prefix) / "share" / "meter-reader" / "models" / MODEL_FILENAME
+    return installed if installed.is_file() else checkout
 
 
 def sidecar_path(model_path: Path) -> Path:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -117,29 +119,19 @@ class SandboxStore:
             ).fetchone()
         return None if row is None else Decimal(row["value"])
 
-    def accept_reading(self, key: str, fingerprint: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Store the reading and the answer to its key in one transaction; returns the answer."""
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction under the lock: committed on success, rolled back on any error."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM readings").fetchone()[0]
-                submission_id = f"sub_{seq:08d}"
-                self._db.execute(
-                    "INSERT INTO readings (submission_id, payer_code, meter_serial, period, value, taken_at, "
-                    "idempotency_key, accepted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (submission_id, body["payer_code"], body["meter_serial"], body["period"], body["value"],
-                     body["taken_at"], key, _now()),
-                )
-                answer = {"submission_id": submission_id}
-                self._remember("readings", key, fingerprint, 201, answer)
+                yield self._db
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        return answer
 
-    def readings(self, payer_code: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT submission_id, payer_code, meter_serial, period, value, taken_at, idempotency_key FROM readings"
+    def _list(self, sql: str, payer_code: str | None) -> list[dict[str, Any]]:
         args: tuple[Any, ...] = ()
         if payer_code:
             sql += " WHERE payer_code = ?"
@@ -147,6 +139,25 @@ class SandboxStore:
         with self._lock:
             rows = self._db.execute(sql + " ORDER BY seq", args).fetchall()
         return [dict(r) for r in rows]
+
+    def accept_reading(self, key: str, fingerprint: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Store the reading and the answer to its key in one transaction; returns the answer."""
+        with self._write() as db:
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM readings").fetchone()[0]
+            submission_id = f"sub_{seq:08d}"
+            db.execute(
+                "INSERT INTO readings (submission_id, payer_code, meter_serial, period, value, taken_at, "
+                "idempotency_key, accepted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (submission_id, body["payer_code"], body["meter_serial"], body["period"], body["value"],
+                 body["taken_at"], key, _now()),
+            )
+            answer = {"submission_id": submission_id}
+            self._remember("readings", key, fingerprint, 201, answer)
+        return answer
+
+    def readings(self, payer_code: str | None = None) -> list[dict[str, Any]]:
+        return self._list("SELECT submission_id, payer_code, meter_serial, period, value, taken_at, "
+                          "idempotency_key FROM readings", payer_code)
 
     # -- credits -----------------------------------------------------------------------------------
     def balance(self, payer_code: str) -> int:
@@ -156,33 +167,21 @@ class SandboxStore:
         return int(row[0])
 
     def add_credit(self, key: str, fingerprint: str, body: dict[str, Any]) -> dict[str, Any]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM credits").fetchone()[0]
-                credit_id = f"cr_{seq:08d}"
-                self._db.execute(
-                    "INSERT INTO credits (credit_id, payer_code, period, points, reason, idempotency_key, "
-                    "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (credit_id, body["payer_code"], body["period"], body["points"], body["reason"], key, _now()),
-                )
-                answer = {"credit_id": credit_id, "balance": self.balance(body["payer_code"])}
-                self._remember("credits", key, fingerprint, 201, answer)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._write() as db:
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM credits").fetchone()[0]
+            credit_id = f"cr_{seq:08d}"
+            db.execute(
+                "INSERT INTO credits (credit_id, payer_code, period, points, reason, idempotency_key, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (credit_id, body["payer_code"], body["period"], body["points"], body["reason"], key, _now()),
+            )
+            answer = {"credit_id": credit_id, "balance": self.balance(body["payer_code"])}
+            self._remember("credits", key, fingerprint, 201, answer)
         return answer
 
     def credits(self, payer_code: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT credit_id, payer_code, period, points, reason, idempotency_key FROM credits"
-        args: tuple[Any, ...] = ()
-        if payer_code:
-            sql += " WHERE payer_code = ?"
-            args = (payer_code,)
-        with self._lock:
-            rows = self._db.execute(sql + " ORDER BY seq", args).fetchall()
-        return [dict(r) for r in rows]
+        return self._list("SELECT credit_id, payer_code, period, points, reason, idempotency_key FROM credits",
+                          payer_code)
 
     # -- request log -------------------------------------------------------------------------------
     def log_request(self, method: str, path: str, key: str | None, status: int, code: str | None,

@@ -97,6 +97,9 @@ def services() -> Iterator[Services]:
     def on_signal(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
+    # Ctrl-C and SIGTERM both end the demo through `finally` (also when started with SIGINT ignored,
+    # as a background job of a script is).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     old = signal.signal(signal.SIGTERM, on_signal)
     try:
         yield svc

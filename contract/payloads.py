@@ -125,6 +125,7 @@ class Telemetry(_Strict):
     uptime_s: float = Field(ge=0)
     outbox_depth: int = Field(ge=0)
     outbox_dropped: int = Field(default=0, ge=0)
+    outbox_rejected: int = Field(default=0, ge=0, description="readings the bridge answered `rejected`")
     last_error: str | None = None
     cpu_temp_c: float | None = None
     free_disk_bytes: int | None = None

@@ -457,6 +457,7 @@ class Agent:
             uptime_s=time.monotonic() - self.started,
             outbox_depth=self.outbox.depth(),
             outbox_dropped=self.outbox.dropped(),
+            outbox_rejected=self.outbox.rejected(),
             last_error=self.stats.last_error,
             state_dir=self.cfg.state_dir,
             disk_full=self.outbox.disk_full,

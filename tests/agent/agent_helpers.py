@@ -65,6 +65,7 @@ class Collector:
     port: int
     subs: list[str]
     bridge: bool = False
+    ack_state: str = "stored"  # what the bridge answers, as bridge=True
     user: str | None = None
     password: str | None = None
     client_id: str = "collector"
@@ -89,7 +90,9 @@ class Collector:
         self.q.put(msg)
         if self.bridge and msg.topic.endswith("/reading"):
             r = Reading.model_validate_json(msg.payload)
-            c.publish(f"meters/{r.device_id}/ack", Ack(seq=r.seq, state="stored").to_json_bytes(), qos=1)
+            reason = "unknown_device: not in the registry" if self.ack_state == "rejected" else None
+            ack = Ack(seq=r.seq, state=self.ack_state, reason=reason)  # type: ignore[arg-type]
+            c.publish(f"meters/{r.device_id}/ack", ack.to_json_bytes(), qos=1)
 
     def start(self) -> Collector:
         from paho.mqtt.packettypes import PacketTypes

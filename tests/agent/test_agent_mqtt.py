@@ -44,6 +44,22 @@ def test_readings_are_published_acked_and_done(broker: MosquittoBroker, tmp_path
     assert value["unit_of_measurement"] == "m³" and value["availability_topic"] == "meters/dev-a/status"
 
 
+def test_readings_the_bridge_rejects_are_done_and_counted_in_telemetry(
+        broker: MosquittoBroker, tmp_path: Path, collector_factory: Any) -> None:
+    """A rejected reading is not republished for ever: it is done, counted, and visible to operators."""
+    col = collector_factory(broker.port, ["meters/dev-a/#"], bridge=True, ack_state="rejected")
+    cfg = edge_config(tmp_path, broker.port)
+    at = AgentThread(cfg, cycles=3).start()
+    at.join(20)
+    assert at.rc == 0
+    ob = Outbox(cfg.state_dir)
+    assert ob.depth() == 0 and ob.rejected() == 3
+    assert col.seqs() == [1, 2, 3], "each rejected reading went out once"
+    # the last telemetry (published on the way out) tells operators
+    assert col.wait_for(lambda: col.on("/telemetry") and Telemetry.model_validate_json(
+        col.on("/telemetry")[-1].payload).outbox_rejected == 3)
+
+
 def test_readings_wait_in_the_outbox_while_the_broker_is_down(tmp_path: Path) -> None:
     """--cycles with no broker at all: exits 0 after the drain timeout, readings kept for the next start."""
     cfg = edge_config(tmp_path, 1, drain_timeout_s=0.5)  # port 1: nothing listens

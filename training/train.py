@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=20240601)
     ap.add_argument("--limit", type=int, default=None, help="use a random subset of N train crops (smoke runs)")
     ap.add_argument("--val-limit", type=int, default=None, help="use a random subset of N val crops")
-    ap.add_argument("--sim", type=int, default=4000, help="simulated crops to add to training (0: none)")
+    ap.add_argument("--sim", type=int, default=8000, help="simulated crops to add to training (0: none)")
     ap.add_argument("--sim-seed", type=int, default=7)
     ap.add_argument("--trouble", type=float, default=0.03, help="share of each batch made unreadable, flat target")
     ap.add_argument("--threshold", type=float, default=0.6, help="confidence under which a digit is N")

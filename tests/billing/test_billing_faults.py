@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from conftest import Fleet, make_config
+from billing_helpers import Fleet, make_config
 
 from cloud_bridge.sandbox import Fault, SandboxServer
 from cloud_bridge.store.tables import points_ledger, submissions

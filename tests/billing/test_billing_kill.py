@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from conftest import Fleet
+from billing_helpers import Fleet
 
 from cloud_bridge.sandbox import Fault, SandboxServer
 from cloud_bridge.store.tables import submissions

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
-from conftest import Fleet, make_config
+from billing_helpers import Fleet, make_config
 
 from cloud_bridge.sandbox import SandboxServer
 from cloud_bridge.submission.passes import run_submission_pass

@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
+from billing_helpers import Fleet, make_config
 from click.testing import CliRunner
-from conftest import Fleet, make_config
 
 from cloud_bridge.cli import main
 from cloud_bridge.residents import ResidentError, correct_reading

@@ -36,16 +36,6 @@ def roi_error(matrix: np.ndarray, true_frame_to_ref: np.ndarray, rois: list[Roi]
 
 
 @pytest.fixture(scope="module")
-def demo_dir(shared_data: Path) -> Path:
-    return shared_data / "frames" / "ai-on-the-edge-demo"
-
-
-@pytest.fixture(scope="module")
-def default_dir(shared_data: Path) -> Path:
-    return shared_data / "frames" / "ai-on-the-edge-default-config"
-
-
-@pytest.fixture(scope="module")
 def demo_layout(demo_dir: Path) -> Layout:
     return Layout(
         reference_image=demo_dir / "reference.jpg",

@@ -16,16 +16,6 @@ from edge.calibrate.examples import AIOTEDGE_DEMO_ROIS
 from edge.calibrate.layout import Anchor, Roi, load_layout, parse_rois
 
 
-@pytest.fixture(scope="module")
-def demo_dir(shared_data: Path) -> Path:
-    return shared_data / "frames" / "ai-on-the-edge-demo"
-
-
-@pytest.fixture(scope="module")
-def default_dir(shared_data: Path) -> Path:
-    return shared_data / "frames" / "ai-on-the-edge-default-config"
-
-
 def run(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(calibrate, list(args))
     return result.exit_code, result.output

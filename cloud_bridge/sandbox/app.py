@@ -11,7 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.applications import Starlette
@@ -67,6 +67,9 @@ def _error(status: int, code: str, detail: str | None = None, headers: dict[str,
     if detail:
         body["detail"] = detail
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def _fingerprint(body: BaseModel) -> str:
@@ -147,16 +150,23 @@ def create_app(
             return _error(409, "idempotency_key_reused", "this key was used with a different body")
         return JSONResponse(stored.body, status_code=stored.status, headers={"Idempotent-Replayed": "true"})
 
-    def post_reading(data: dict[str, Any], key: str) -> Response:
+    def parse_new(model: type[M], scope: str, data: dict[str, Any], key: str) -> tuple[M, str] | Response:
+        """The validated body and its fingerprint; or the answer to send at once: 400 for a bad body,
+        the stored answer for a key seen with the same body, 409 for a key reused with another."""
         try:
-            body = ReadingIn.model_validate(data)
+            body = model.model_validate(data)
         except ValidationError as exc:
             return _error(400, "invalid_request", "; ".join(
                 f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
         fp = _fingerprint(body)
-        cached = replay_or_conflict("readings", key, fp)
-        if cached is not None:
-            return cached
+        cached = replay_or_conflict(scope, key, fp)
+        return (body, fp) if cached is None else cached
+
+    def post_reading(data: dict[str, Any], key: str) -> Response:
+        parsed = parse_new(ReadingIn, "readings", data, key)
+        if isinstance(parsed, Response):
+            return parsed
+        body, fp = parsed
         refusal = None
         if accounts is not None and body.payer_code not in accounts:
             refusal = "unknown_payer"
@@ -175,15 +185,10 @@ def create_app(
         return JSONResponse(store.accept_reading(key, fp, body.model_dump()), status_code=201)
 
     def post_credit(data: dict[str, Any], key: str) -> Response:
-        try:
-            body = CreditIn.model_validate(data)
-        except ValidationError as exc:
-            return _error(400, "invalid_request", "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
-        fp = _fingerprint(body)
-        cached = replay_or_conflict("credits", key, fp)
-        if cached is not None:
-            return cached
+        parsed = parse_new(CreditIn, "credits", data, key)
+        if isinstance(parsed, Response):
+            return parsed
+        body, fp = parsed
         if accounts is not None and body.payer_code not in accounts:
             answer = {"code": "unknown_payer"}
             store.remember_refusal("credits", key, fp, answer)

@@ -17,6 +17,7 @@ from cloud_bridge.config import BridgeConfig
 from cloud_bridge.fleet import fleet_counts
 from cloud_bridge.store.engine import read_only
 from cloud_bridge.store.tables import counters, readings, refusals, utcnow
+from contract.payloads import format_utc
 
 DELAY_SAMPLE = 1000
 
@@ -44,7 +45,7 @@ def collect(conn: Connection, cfg: BridgeConfig, now: datetime | None = None) ->
     stored = sum(by_status.values())
     fleet = fleet_counts(conn, now, cfg.fleet, cfg.window)
     return {
-        "at": now.isoformat().replace("+00:00", "Z"),
+        "at": format_utc(now),
         "received": int(counted.get("received", 0)),
         "stored": stored,
         "duplicate": int(counted.get("duplicate", 0)),

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from cloud_bridge.registry.broker_accounts import RESERVED_USERS
 from cloud_bridge.store.tables import bindings, device_status, devices, meters, payers, readings, utcnow
 from contract import topics
-from contract.payloads import mask_payer
+from contract.payloads import format_utc, mask_payer
 
 PAYER_CODE_RE = re.compile(r"^[0-9]{10}$")
 METER_SERIAL_RE = re.compile(r"^[A-Za-z0-9._/-]{1,64}$")
@@ -66,8 +66,8 @@ class Binding:
         if not show_payer:
             d["payer_code"] = mask_payer(self.payer_code)
             d.pop("address")
-        d["valid_from"] = self.valid_from.isoformat().replace("+00:00", "Z")
-        d["valid_to"] = self.valid_to.isoformat().replace("+00:00", "Z") if self.valid_to else None
+        d["valid_from"] = format_utc(self.valid_from)
+        d["valid_to"] = format_utc(self.valid_to) if self.valid_to else None
         return d
 
 

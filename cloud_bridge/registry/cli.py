@@ -25,7 +25,7 @@ from cloud_bridge.registry import (
 )
 from cloud_bridge.registry.broker_accounts import ensure_acl, new_password, set_password
 from cloud_bridge.store.engine import read_only
-from contract.payloads import mask_payer
+from contract.payloads import format_utc, mask_payer
 
 KIND = click.Choice(["cold", "hot"])
 
@@ -35,7 +35,7 @@ def _t(value: datetime | None) -> str:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
+    return format_utc(value) if value else None
 
 
 def _print_json(data: Any) -> None:

@@ -78,12 +78,17 @@ class Collector:
             self.c.username_pw_set(self.user, self.password)
         self.c.reconnect_delay_set(1, 1)
         self.connected = threading.Event()
+        self.subscribed = 0  # SUBACKs received: one per (re)connect
         self.c.on_connect = self._on_connect
+        self.c.on_subscribe = self._on_subscribe
         self.c.on_message = self._on_message
 
     def _on_connect(self, c: mqtt.Client, u: Any, f: Any, rc: Any, p: Any) -> None:
         c.subscribe([(s, 1) for s in self.subs])
         self.connected.set()
+
+    def _on_subscribe(self, c: mqtt.Client, u: Any, mid: int, rcs: Any, p: Any) -> None:
+        self.subscribed += 1
 
     def _on_message(self, c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
         self.messages.append(msg)

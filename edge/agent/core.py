@@ -17,24 +17,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from contract import topics
-from contract.payloads import Ack, Reading
+from contract.payloads import Reading
 from contract.settings import ConfigError
 from edge import __version__
+from edge.agent.watchdog import Watchdog
 from edge.config import EdgeConfig, load_edge_config
 from edge.transport import discovery
 from edge.transport.commands import Command, Refused, parse_command
-from edge.transport.mqtt import (
-    ONLINE,
-    Connected,
-    ConnectFailed,
-    Disconnected,
-    Event,
-    Message,
-    MqttLink,
-    PubAck,
-    Wake,
-)
+from edge.transport.mqtt import ONLINE, Event, Message, MqttLink, Wake
 from edge.transport.outbox import Outbox, OutboxFull, is_disk_full
+from edge.transport.session import Session
 from edge.transport.telemetry import build_telemetry
 
 log = logging.getLogger("edge.agent")
@@ -72,29 +64,6 @@ class Reader(Protocol):
 ReaderFactory = Callable[[EdgeConfig], Reader]
 
 
-class Watchdog:
-    """systemd notifications (READY, WATCHDOG, STOPPING, STATUS); silent without $NOTIFY_SOCKET."""
-
-    def __init__(self) -> None:
-        try:
-            import sdnotify
-
-            self._n: Any = sdnotify.SystemdNotifier()
-        except ImportError:  # pragma: no cover - sdnotify is in the edge extra
-            self._n = None
-        self._last = 0.0
-
-    def notify(self, msg: str) -> None:
-        if self._n is not None:
-            self._n.notify(msg)
-
-    def ping(self, min_gap_s: float = 1.0) -> None:
-        now = time.monotonic()
-        if now - self._last >= min_gap_s:
-            self._last = now
-            self.notify("WATCHDOG=1")
-
-
 @dataclass
 class Stats:
     cycles: int = 0
@@ -116,12 +85,9 @@ class Agent:
         self.watchdog = Watchdog()
         self.stats = Stats()
         self.started = time.monotonic()
-        self._inflight: dict[int, int] = {}  # mid -> seq of readings paho holds
-        self._session_ready = False  # subscribed, and the broker accepted our `online` on this connection
-        self._online_mid: int | None = None  # the `online` publish whose PUBACK opens the session
-        self._announce_pending = False
-        self._resending = False  # after a reconnect paho resends its in-flight first: hold new ones back
-        self._paused_until = 0.0  # after a not-authorised refusal
+        self.session = Session(cfg.device_id, cfg.mqtt, self.outbox, self.link, ack_timeout_s=cfg.ack_timeout_s,
+                               on_error=self.error, on_announce=self._announce,
+                               subscriptions=((discovery.HA_STATUS_TOPIC, 1),))
         self._capture_now = False
         self._capturing = True
         self._stop = False
@@ -137,6 +103,11 @@ class Agent:
         self._capture_now = True
         self.events.put(Wake())
 
+    @property
+    def _inflight(self) -> dict[int, int]:
+        """mid -> seq of the readings paho holds (the session's)."""
+        return self.session.inflight
+
     def error(self, msg: str, *args: Any) -> None:
         text = msg % args if args else msg
         self.stats.last_error = text
@@ -145,11 +116,7 @@ class Agent:
     # -- the loop -------------------------------------------------------------------------------
     def run(self, cycles: int | None = None) -> int:
         """Run until stopped, or after `cycles` cycles drain for `drain_timeout_s` and return."""
-        requeued = self.outbox.requeue_unacked()
-        if requeued:
-            log.info("%d readings were published before but never acknowledged by the bridge: publishing again",
-                     requeued)
-        self.link.start()
+        self.session.start()
         self.watchdog.notify("READY=1")
         depth = self.outbox.depth()
         log.info("agent %s started: device %s, interval %.3gs, broker %s:%d, %d readings waiting in the outbox",
@@ -171,8 +138,8 @@ class Agent:
                 if now >= self._next_telemetry:
                     self.publish_telemetry()
                     self._next_telemetry = now + self.cfg.telemetry_interval_s
-                self._announce()
-                self.pump()
+                self.session.announce()
+                self.session.pump()
                 self.watchdog.ping()
                 wake_at = min(self._next_cycle if self._capturing else float("inf"), self._next_telemetry,
                               now + 1.0)
@@ -188,10 +155,9 @@ class Agent:
         deadline = time.monotonic() + timeout_s
         all_published_at: float | None = None
         while not self._stop and time.monotonic() < deadline:
-            self.pump()
+            self.session.pump()
             self.watchdog.ping()
-            unsent = self.outbox.count("pending") + len(self._inflight)
-            if unsent == 0:
+            if self.session.unsent() == 0:
                 if self.outbox.count("published") == 0:
                     break
                 # The bridge usually acks within milliseconds; don't wait the whole timeout without one.
@@ -209,7 +175,7 @@ class Agent:
         try:
             if self.link.connected:
                 self.publish_telemetry()
-            self.link.stop()
+            self.session.stop()
         finally:
             self.reader.close()
             self.outbox.close()
@@ -266,7 +232,7 @@ class Agent:
             self.stats.last_error = "disk full: pruned acknowledged readings to make room"
         timings["commit"] = time.perf_counter() - t1
         t2 = time.perf_counter()
-        self.pump()
+        self.session.pump()
         timings["publish"] = time.perf_counter() - t2
         timings["total"] = time.perf_counter() - t0
         self.stats.last_timings = timings
@@ -280,122 +246,22 @@ class Agent:
         return Reading(device_id=self.cfg.device_id, seq=0, taken_at=datetime.now(UTC), value=None,
                        status="error", reason=reason[:500], confidence=0.0, model=self.reader.model_id)
 
-    # -- publishing the outbox ------------------------------------------------------------------
-    def pump(self) -> None:
-        """Publish the oldest unsent readings, at most `mqtt.max_inflight` at a time."""
-        if not (self._session_ready and self.link.connected) or time.monotonic() < self._paused_until:
-            return
-        if self._resending:
-            if self._inflight:
-                return
-            self._resending = False
-        room = self.cfg.mqtt.max_inflight - len(self._inflight)
-        if room <= 0:
-            return
-        rows = self.outbox.next_to_publish(
-            limit=room, exclude=set(self._inflight.values()),
-            republish_before=self.outbox.clock() - self.cfg.ack_timeout_s)
-        for row in rows:
-            if row.state == "published":
-                log.info("seq %d: no ack from the bridge within %.0fs, publishing it again",
-                         row.seq, self.cfg.ack_timeout_s)
-            mid = self.link.publish(topics.reading(self.cfg.device_id), row.payload, qos=1)
-            if mid is None:
-                return
-            self._inflight[mid] = row.seq
-
     # -- events ---------------------------------------------------------------------------------
     def handle(self, event: Event) -> None:
-        if isinstance(event, PubAck):
-            self._on_puback(event)
-        elif isinstance(event, Message):
-            self._on_message(event)
-        elif isinstance(event, Connected):
-            self._on_connected(event)
-        elif isinstance(event, Disconnected):
-            self._session_ready = False
-            self._online_mid = None
-            log.warning("disconnected from the broker (%s); readings stay in the outbox, reconnecting", event.reason)
-        elif isinstance(event, ConnectFailed):
-            if event.not_authorized:
-                self.error("the broker refused the login (%s): check mqtt.username and the password in %s",
-                           event.reason, self.cfg.mqtt.password_file or "(no mqtt.password_file)")
-            else:
-                log.warning("cannot connect to the broker: %s; retrying with backoff", event.reason)
-
-    def _on_connected(self, event: Connected) -> None:
-        log.info("connected to %s:%d (session present: %s)", self.cfg.mqtt.host, self.cfg.mqtt.port,
-                 event.session_present)
-        self._resending = bool(self._inflight)
-        did = self.cfg.device_id
-        self.link.subscribe([(topics.cmd_wildcard(did), 1), (topics.ack(did), 1), (discovery.HA_STATUS_TOPIC, 1)])
-        self._announce_pending = True
-        self._announce()
-
-    def _announce(self) -> None:
-        """Retained `online`, discovery and telemetry, then the backlog. Held back while publishing is
-        paused after a refusal: Mosquitto drops the connection after each refused publish."""
-        if not self._announce_pending or not self.link.connected or time.monotonic() < self._paused_until:
+        msg = self.session.handle(event)
+        if msg is None:
             return
-        mid = self.link.publish(topics.status(self.cfg.device_id), ONLINE, qos=1, retain=True)
-        if mid is None:
-            return
-        self._announce_pending = False
-        self._online_mid = mid
-        self.publish_discovery()
-        self.publish_telemetry()
-        # Readings wait for the PUBACK of `online`: it comes after the SUBACK (so no ack can pass us by),
-        # and a broker that refuses us (0x87, then a dropped connection) gets one refused message, not a
-        # window of readings, on every reconnect.
-
-    def _on_puback(self, event: PubAck) -> None:
-        topic = self.link.settle(event.mid)
-        seq = self._inflight.pop(event.mid, None)
-        opens_session = event.mid == self._online_mid
-        if opens_session:
-            self._online_mid = None
-        if event.refused is None:
-            if seq is not None:
-                self.outbox.mark_published(seq)
-            if opens_session:
-                self._session_ready = True
-                self.pump()
-            return
-        what = f"reading seq {seq}" if seq is not None else f"a message on {topic}"
-        if event.not_authorized:
-            self._paused_until = time.monotonic() + self.cfg.mqtt.refused_backoff_s
-            self.error("the broker refused %s as not authorised (%s): a configuration error; check the broker ACL "
-                       "and mqtt.username (must be the device id %s). Retrying in %.0fs", what, event.refused,
-                       self.cfg.device_id, self.cfg.mqtt.refused_backoff_s)
-        else:
-            self.error("the broker refused %s: %s", what, event.refused)
-
-    def _on_message(self, msg: Message) -> None:
-        did = self.cfg.device_id
-        if msg.topic == topics.ack(did):
-            self._on_ack(msg.payload)
-        elif msg.topic == discovery.HA_STATUS_TOPIC:
+        if msg.topic == discovery.HA_STATUS_TOPIC:
             if msg.payload.strip() == ONLINE:
                 log.info("Home Assistant is back online: publishing discovery again")
                 self.publish_discovery()
-        elif msg.topic.startswith(topics.cmd(did, "")):
+        elif msg.topic.startswith(topics.cmd(self.cfg.device_id, "")):
             self._on_command(msg)
 
-    def _on_ack(self, payload: bytes) -> None:
-        try:
-            ack = Ack.model_validate_json(payload)
-        except ValueError as exc:
-            log.warning("ignoring an ack that is not an Ack: %s", str(exc).splitlines()[0])
-            return
-        if ack.seq is None:
-            log.warning("the bridge acked a message without a seq (%s%s)", ack.state,
-                        f": {ack.reason}" if ack.reason else "")
-            return
-        if not self.outbox.mark_acked(ack.seq, ack.state, ack.reason):
-            log.debug("ack for seq %d that is already done or unknown", ack.seq)
-            return
-        if ack.state == "rejected":
-            self.error("the bridge rejected reading seq %d: %s", ack.seq, ack.reason or "(no reason given)")
+    def _announce(self) -> None:
+        """Called by the session after its retained `online`: discovery and telemetry."""
+        self.publish_discovery()
+        self.publish_telemetry()
 
     # -- commands -------------------------------------------------------------------------------
     def _on_command(self, msg: Message) -> None:
@@ -434,6 +300,7 @@ class Agent:
             return
         self.reader.close()
         self.reader, self.cfg = reader, cfg
+        self.session.ack_timeout_s = cfg.ack_timeout_s
         self._capturing = True
         now = time.monotonic()
         self._next_cycle = min(self._next_cycle, now + cfg.interval_s)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,24 +10,12 @@ from typing import Any
 
 import click
 
+from edge.capture.frametime import frame_time, time_from_name
 from edge.reading.assemble import confirm
 from edge.reading.model import ReadingState
 from edge.reading.rules import parse_value
 
-TIME_IN_NAME = re.compile(r"(\d{8}T\d{6}Z)")
-
-
-def frame_time(path: Path, fallback: datetime | None = None) -> datetime:
-    """A ``YYYYMMDDTHHMMSSZ`` in the file name, else ``fallback``, else the file's modification time (UTC)."""
-    m = TIME_IN_NAME.search(path.name)
-    if m:
-        try:
-            return datetime.strptime(m.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-        except ValueError:
-            pass
-    if fallback is not None:
-        return fallback
-    return datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
+__all__ = ["frame_time", "read"]
 
 
 def _parse_time(text: str) -> datetime:
@@ -138,7 +125,7 @@ def read(frames: tuple[Path, ...], layout_path: Path, previous: str | None, prev
     first_time: datetime | None = None
     for seq, path in enumerate(frames):
         fallback = None
-        if interval is not None and not TIME_IN_NAME.search(path.name):
+        if interval is not None and time_from_name(path) is None:
             if first_time is None:
                 first_time = frame_time(path) if path.exists() else datetime.now(UTC)
             fallback = first_time + timedelta(seconds=interval * seq)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
@@ -83,13 +84,32 @@ def test_loop_over_only_unreadable_files_is_an_error(tmp_path: Path) -> None:
         cam.capture()
 
 
-def test_time_from_timestamp_names_else_now(tmp_path: Path) -> None:
+def test_time_from_timestamp_names_else_file_time(tmp_path: Path) -> None:
     frames = tmp_path / "frames"
-    write_frames(frames, ["20250106T071500Z.jpg", "zz-unnamed.jpg"])
+    write_frames(frames, ["20250106T071500Z.jpg", "cam1-20250106T080000Z.jpg", "zz-unnamed.jpg"])
+    recorded = datetime(2025, 1, 6, 9, 30, tzinfo=UTC)
+    os.utime(frames / "zz-unnamed.jpg", (recorded.timestamp(), recorded.timestamp()))
     cam = FolderCamera(frames, tmp_path / "state")
     assert cam.capture().taken_at == datetime(2025, 1, 6, 7, 15, tzinfo=UTC)
-    other = cam.capture().taken_at
-    assert other.tzinfo is not None and abs(datetime.now(UTC) - other) < timedelta(seconds=30)
+    assert cam.capture().taken_at == datetime(2025, 1, 6, 8, tzinfo=UTC)
+    assert cam.capture().taken_at == recorded
+
+
+def test_folder_backend_and_read_share_one_rule(tmp_path: Path) -> None:
+    """The agent replaying a folder and `meter-edge read` on the same files give each frame the same time."""
+    from edge.reading.cli import frame_time as read_frame_time
+
+    frames = tmp_path / "frames"
+    names = ["20261124T170000Z.png", "meter-20261124T171500Z.jpg", "photo.jpg", "20261399T000000Z.jpg"]
+    write_frames(frames, names)
+    os.utime(frames / "photo.jpg", (1_700_000_000, 1_700_000_000))
+    cam = FolderCamera(frames, tmp_path / "state")
+    by_agent = {Path(f.source).name: f.taken_at for f in (cam.capture() for _ in names)}
+    assert by_agent == {n: read_frame_time(frames / n) for n in names}
+    assert by_agent["meter-20261124T171500Z.jpg"] == datetime(2026, 11, 24, 17, 15, tzinfo=UTC)
+    assert by_agent["photo.jpg"] == datetime.fromtimestamp(1_700_000_000, UTC)
+    impossible = frames / "20261399T000000Z.jpg"  # month 13: no time in the name, so the file's own
+    assert by_agent[impossible.name] == datetime.fromtimestamp(impossible.stat().st_mtime, UTC)
 
 
 def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:

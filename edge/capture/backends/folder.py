@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING
 import cv2
 
 from edge.capture.base import Camera, CaptureError, EndOfFrames, Frame, read_state, write_state
+from edge.capture.frametime import frame_time, time_from_name
 
 if TYPE_CHECKING:
     from edge.config import CaptureConfig
@@ -19,24 +19,16 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 STATE_FILE = "capture-folder.json"
-_STAMP = re.compile(r"^\d{8}T\d{6}Z$")
 
-
-def time_from_name(path: Path) -> datetime | None:
-    """`20250106T071500Z.jpg` → that UTC time; any other name → None."""
-    if not _STAMP.match(path.stem):
-        return None
-    try:
-        return datetime.strptime(path.stem, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        return None
+__all__ = ["FolderCamera", "time_from_name"]
 
 
 class FolderCamera(Camera):
     """Frames from `folder` in file-name order. Remembers in `state_dir` where it is, so a restart continues.
 
     A file that cannot be decoded is logged, counted (`corrupt`) and skipped. At the end:
-    `EndOfFrames`, or start over when `loop`.
+    `EndOfFrames`, or start over when `loop`. A frame's time: `edge.capture.frametime.frame_time`
+    (the time in its name, else its modification time), the same rule as `meter-edge read`.
     """
 
     backend = "folder"
@@ -83,7 +75,11 @@ class FolderCamera(Camera):
                     continue
                 self._save()
                 self.served += 1
-                return Frame(image, time_from_name(path) or datetime.now(UTC), str(path))
+                try:
+                    taken_at = frame_time(path)
+                except OSError:  # removed since it was read: the time it was read is the best there is
+                    taken_at = datetime.now(UTC)
+                return Frame(image, taken_at, str(path))
             if not self.loop:
                 log.info("folder %s: all frames replayed (%d unreadable skipped); nothing more to capture",
                          self.folder, self.corrupt)

@@ -11,6 +11,7 @@ import click
 import cv2
 
 from edge.capture.backends.simulator import SimulatorCamera, parse_utc
+from edge.capture.frametime import frame_name
 from edge.capture.simulator.faults import FaultMix
 from edge.capture.simulator.meter import N_DEC, SIM_ROIS, format_value, render_reference, wheel_positions
 
@@ -66,7 +67,7 @@ def simulate(days: float, out_dir: Path, interval_min: float, seed: int, start: 
         task = progress.add_task("frames", total=n)
         for _ in range(n):
             frame = cam.capture()
-            name = frame.taken_at.strftime("%Y%m%dT%H%M%SZ") + ".jpg"
+            name = frame_name(frame.taken_at)
             if not cv2.imwrite(str(out_dir / name), frame.image, [cv2.IMWRITE_JPEG_QUALITY, 90]):
                 raise click.ClickException(f"could not write {out_dir / name} (disk full or not writable?)")
             value = cam.last_truth or 0.0

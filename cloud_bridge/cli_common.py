@@ -29,12 +29,14 @@ def load_config(ctx: click.Context) -> BridgeConfig:
 
 
 def open_engine(ctx: click.Context, *, migrate: bool = True) -> Engine:
-    """The store for this command, migrated to the newest schema (a fresh install just works)."""
+    """The store for this command. It must exist: only `meter-bridge db upgrade` creates a database,
+    so a typo in database_url is an error, not a new empty fleet. An existing database at an older
+    schema is migrated to the newest one (migrate=True) or refused (migrate=False)."""
     from cloud_bridge.store.engine import StoreError, open_store
 
     cfg = load_config(ctx)
     try:
-        return open_store(cfg.database_url, migrate=migrate)
+        return open_store(cfg.database_url, migrate=migrate, create=False)
     except StoreError as exc:
         fail(str(exc))
     except Exception as exc:

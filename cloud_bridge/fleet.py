@@ -104,16 +104,29 @@ def fleet_counts(conn: Connection, now: datetime, fleet: FleetSection, window: W
     stale = conn.execute(
         select(func.count()).select_from(devices.outerjoin(last, last.c.device_id == devices.c.device_id))
         .where(or_(last.c.last < cutoff, and_(last.c.last.is_(None), devices.c.created_at < cutoff)))).scalar_one()
-    suspect = conn.execute(select(func.count(func.distinct(readings.c.device_id)))
-                           .where(and_(readings.c.status != "ok",
-                                       readings.c.taken_at >= now - timedelta(days=1)))).scalar_one()
+    day_ago = now - timedelta(days=1)
+
+    def devices_with(status: str) -> int:
+        return int(conn.execute(select(func.count(func.distinct(readings.c.device_id)))
+                                .where(and_(readings.c.status == status, readings.c.taken_at >= day_ago)))
+                   .scalar_one())
+
     period = current_period(now, window)
-    by_state: dict[str, int] = dict(conn.execute(
-        select(submissions.c.state, func.count()).where(submissions.c.period == period)
-        .group_by(submissions.c.state)).all())
+    in_period = submissions.c.period == period
+    correction = submissions.c.idempotency_key.like("%:c%")  # `payer:meter:period:c<id>` (passes.py)
+
+    def meters_in(state: str) -> int:
+        # A meter counts once however many rows it has (a resident's correction is a second row).
+        pairs = (select(submissions.c.payer_code, submissions.c.meter_serial)
+                 .where(and_(in_period, submissions.c.state == state)).distinct().subquery())
+        return int(conn.execute(select(func.count()).select_from(pairs)).scalar_one())
+
+    corrections_sent = conn.execute(select(func.count()).where(and_(
+        in_period, correction, submissions.c.state == "accepted"))).scalar_one()
     return FleetCounts(devices=n_devices, online=online, offline=n_devices - online, stale=stale,
-                       suspect_last_day=suspect, submitted_this_period=int(by_state.get("accepted", 0)),
-                       needs_attention=int(by_state.get("needs_attention", 0)), period=period, at=now)
+                       suspect_last_day=devices_with("suspect"), errors_last_day=devices_with("error"),
+                       submitted_this_period=meters_in("accepted"), needs_attention=meters_in("needs_attention"),
+                       corrections_this_period=int(corrections_sent), period=period, at=now)
 
 
 def _without_clock(payload: bytes) -> bytes:

@@ -119,5 +119,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
     f = data["fleet"]
     t.add_row("devices (online / offline / stale)", f"{f['devices']} ({f['online']} / {f['offline']} / {f['stale']})")
     t.add_row("devices with suspect readings, last day", str(f["suspect_last_day"]))
-    t.add_row(f"submitted in {f['period']} (needs attention)", f"{f['submitted_this_period']} ({f['needs_attention']})")
+    t.add_row("devices with error readings, last day", str(f["errors_last_day"]))
+    t.add_row(f"meters submitted in {f['period']} (needs attention)",
+              f"{f['submitted_this_period']} ({f['needs_attention']})")
+    t.add_row(f"corrections accepted in {f['period']}", str(f["corrections_this_period"]))
     out.print(t)

@@ -196,9 +196,11 @@ class FleetCounts(_Strict):
     online: int
     offline: int
     stale: int
-    suspect_last_day: int
-    submitted_this_period: int = 0
-    needs_attention: int = 0
+    suspect_last_day: int  # devices with a `suspect` reading taken in the last 24 h (not `error` ones)
+    submitted_this_period: int = 0  # meters (payer, meter) accepted by billing; a correction is not a second one
+    needs_attention: int = 0  # meters with a submission waiting for a person
+    errors_last_day: int = 0  # devices with an `error` reading (nothing could be read) in the last 24 h
+    corrections_this_period: int = 0  # residents' corrections accepted by billing after the first submission
     period: str | None = None
     at: UtcTime
 

@@ -72,6 +72,7 @@ def shared_readings(group: str = BRIDGE_SHARED_GROUP) -> str:
 
 ALL_READINGS = f"{METERS}/+/{READING}"
 ALL_STATUS = f"{METERS}/+/{STATUS}"
+ALL_TELEMETRY = f"{METERS}/+/{TELEMETRY}"
 
 
 def ha_config(component: str, device_id: str, object_id: str) -> str:

@@ -67,6 +67,7 @@ class MqttSource:
         subs = [(topics.shared_readings(self.cfg.shared_group), mqtt.SubscribeOptions(qos=1))]
         if self.subscribe_status:
             subs.append((topics.ALL_STATUS, mqtt.SubscribeOptions(qos=1)))
+            subs.append((topics.ALL_TELEMETRY, mqtt.SubscribeOptions(qos=1)))
         client.subscribe(subs)
 
     def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, codes: list[Any], _p: Any = None) -> None:

@@ -12,18 +12,27 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from pydantic import ValidationError
 from sqlalchemy import Connection, and_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from cloud_bridge.ingest.source import Message
-from cloud_bridge.store.tables import bindings, counters, device_status, devices, readings, refusals
+from cloud_bridge.store.tables import (
+    bindings,
+    counters,
+    device_status,
+    device_telemetry,
+    devices,
+    readings,
+    refusals,
+)
 from contract import topics
 from contract.parse import Refusal, parse_reading
-from contract.payloads import MAX_PAYLOAD_BYTES, Reading
+from contract.payloads import MAX_PAYLOAD_BYTES, Reading, Telemetry
 
 log = logging.getLogger(__name__)
 
-OutcomeKind = Literal["stored", "duplicate", "refused", "status", "ignored"]
+OutcomeKind = Literal["stored", "duplicate", "refused", "status", "telemetry", "ignored"]
 # Refusals the bridge adds to contract.parse's reasons.
 UNKNOWN_DEVICE = "unknown_device"
 UNBOUND_DEVICE = "unbound_device"
@@ -147,6 +156,34 @@ def store_status(conn: Connection, msg: Message, device_id: str, now: datetime) 
     return Outcome(msg, "status", device_id)
 
 
+def store_telemetry(conn: Connection, msg: Message, device_id: str, now: datetime) -> Outcome:
+    """Keep a device's newest telemetry (one row per device). A malformed or oversized message is
+    ignored with a reason (counted as `telemetry_ignored`, logged); it never stops the batch."""
+    if len(msg.payload) > MAX_PAYLOAD_BYTES:
+        return Outcome(msg, "ignored", device_id, reason="bad_telemetry", detail=f"{len(msg.payload)} bytes")
+    try:
+        t = Telemetry.model_validate_json(msg.payload)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        detail = f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"[:200]
+        log.warning("telemetry from %s ignored: %s", device_id, detail)
+        return Outcome(msg, "ignored", device_id, reason="bad_telemetry", detail=detail)
+    if device_id not in _devices_and_bindings(conn, {device_id}):
+        return Outcome(msg, "ignored", device_id, reason=UNKNOWN_DEVICE)
+    row = {"device_id": device_id, "received_at": now, "at": t.at, "uptime_s": t.uptime_s,
+           "outbox_depth": t.outbox_depth, "outbox_dropped": t.outbox_dropped, "outbox_rejected": t.outbox_rejected,
+           "last_error": clean_text(t.last_error, 500), "cpu_temp_c": t.cpu_temp_c,
+           "free_disk_bytes": t.free_disk_bytes, "disk_full": t.disk_full, "model": clean_text(t.model, 128) or "",
+           "version": clean_text(t.version, 64) or "", "last_seq": t.last_seq, "commands_refused": t.commands_refused}
+    stmt = _insert(conn, device_telemetry).values(**row)
+    # A retained message delivered again, or an older one arriving late, never replaces a newer one.
+    stmt = stmt.on_conflict_do_update(index_elements=["device_id"], set_={k: v for k, v in row.items()
+                                                                          if k != "device_id"},
+                                      where=device_telemetry.c.at <= stmt.excluded.at)
+    conn.execute(stmt)
+    return Outcome(msg, "telemetry", device_id)
+
+
 def handle_batch(conn: Connection, batch: list[Message], now: datetime, keep_payload: bool = True) -> list[Outcome]:
     """Decide a batch inside the caller's transaction, outcomes in message order. Never raises for bad input."""
     outcomes: dict[int, Outcome] = {}
@@ -156,6 +193,9 @@ def handle_batch(conn: Connection, batch: list[Message], now: datetime, keep_pay
         parsed_topic = topics.parse_device_topic(msg.topic)
         if parsed_topic is not None and parsed_topic.kind == topics.STATUS:
             outcomes[i] = store_status(conn, msg, parsed_topic.device_id, now)
+            continue
+        if parsed_topic is not None and parsed_topic.kind == topics.TELEMETRY:
+            outcomes[i] = store_telemetry(conn, msg, parsed_topic.device_id, now)
             continue
         result = parse_reading(msg.payload, msg.topic)
         if isinstance(result, Refusal):
@@ -188,9 +228,19 @@ def bump_counters(conn: Connection, shard: str, counts: Counter[str], now: datet
         conn.execute(stmt)
 
 
+def _is_telemetry(topic: str) -> bool:
+    parsed = topics.parse_device_topic(topic)
+    return parsed is not None and parsed.kind == topics.TELEMETRY
+
+
 def count_outcomes(outcomes: list[Outcome]) -> Counter[str]:
     c: Counter[str] = Counter()
     for o in outcomes:
+        if o.kind == "telemetry" or (o.kind == "ignored" and _is_telemetry(o.message.topic)):
+            c["telemetry_received"] += 1
+            if o.kind == "ignored":
+                c["telemetry_ignored"] += 1
+            continue
         if o.kind in ("status", "ignored"):
             c["status_received"] += 1
             continue

@@ -146,7 +146,7 @@ class IngestWorker:
         return outcomes
 
     def _answer(self, o: Outcome) -> None:
-        if o.kind in ("status", "ignored"):
+        if o.kind in ("status", "telemetry", "ignored"):
             return
         parsed = topics.parse_device_topic(o.message.topic)
         ack_to = parsed.device_id if parsed is not None and parsed.kind == topics.READING else None

@@ -113,34 +113,58 @@ def add(ctx: click.Context, device_id: str, note: str | None, reissue: bool, pas
 @click.option("--show-payer", is_flag=True, help="Show payer codes and addresses in full (default: masked).")
 @click.pass_context
 def list_cmd(ctx: click.Context, as_json: bool, show_payer: bool) -> None:
-    """List devices with their binding in force, online state and readings."""
+    """List devices: binding in force, online/offline, last value and its status, readings not ok in a
+    row, stale, the device's last error, outbox depth, model and version (from its telemetry).
+
+    Stale: no reading taken for fleet.stale_factor x fleet.device_interval_s. Online and telemetry come
+    from what the devices publish (retained), as stored by `meter-bridge run`.
+    """
+    from cloud_bridge.device_health import device_health
+    from cloud_bridge.store.tables import utcnow
+
+    cfg = load_config(ctx)
     engine = open_engine(ctx)
     try:
         with read_only(engine) as conn:
             rows = list_devices(conn)
+            health = {h.device_id: h for h in device_health(conn, utcnow(), cfg.fleet)}
     finally:
         engine.dispose()
     if as_json:
-        _print_json({"devices": [{
-            "device_id": r.device_id, "created_at": _iso(r.created_at), "note": r.note,
-            "binding": r.binding.as_json(show_payer=show_payer) if r.binding else None,
-            "online": r.online, "readings": r.readings, "last_taken_at": _iso(r.last_taken_at)} for r in rows]})
+        listed = []
+        for r in rows:
+            item = health[r.device_id].as_json(show_payer=show_payer)
+            item["binding"] = r.binding.as_json(show_payer=show_payer) if r.binding else None
+            item["last_taken_at"] = _iso(r.last_taken_at)
+            listed.append(item)
+        _print_json({"devices": listed})
         return
     table = Table(title=f"{len(rows)} device(s)")
-    for col in ("device", "meter", "kind", "payer", "address" if show_payer else "", "since", "online",
-                "readings", "last reading"):
+    cols = ["device", "meter", "payer", "address" if show_payer else "", "online", "last value",
+            "status", "not ok", "stale", "last error", "outbox", "model", "version"]
+    for col in cols:
         if col:
-            table.add_column(col, no_wrap=col in ("device", "meter", "payer"))
+            table.add_column(col, no_wrap=col in ("device", "meter", "payer", "last value"),
+                             overflow="fold")
     for r in rows:
-        b = r.binding
-        cells = [r.device_id, b.meter_serial if b else "[dim]unbound[/dim]", b.kind if b else "",
+        b, h = r.binding, health[r.device_id]
+        cells = [r.device_id, f"{b.meter_serial} ({b.kind})" if b else "[dim]unbound[/dim]",
                  (b.payer_code if show_payer else mask_payer(b.payer_code)) if b else ""]
         if show_payer:
             cells.append(b.address if b else "")
-        cells += [_t(b.valid_from) if b else "", {None: "?", True: "[green]yes[/green]", False: "[red]no[/red]"}[
-            r.online], str(r.readings), _t(r.last_taken_at)]
+        status = {"ok": "[green]ok[/green]", "suspect": "[yellow]suspect[/yellow]", "error": "[red]error[/red]",
+                  None: "-"}.get(h.last_status, h.last_status or "-")
+        if h.last_reason:
+            status += f" ({h.last_reason})"
+        cells += [{None: "?", True: "[green]online[/green]", False: "[red]offline[/red]"}[h.online],
+                  h.last_value or "-", status, str(h.not_ok_in_row) if h.not_ok_in_row else "",
+                  "[red]stale[/red]" if h.stale else "", h.last_error or "",
+                  "-" if h.outbox_depth is None else str(h.outbox_depth), h.model or "-", h.version or "-"]
         table.add_row(*cells)
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # piped or captured: do not squeeze 13 columns into 80 characters
+        console = Console(width=200)
+    console.print(table)
 
 
 @devices.command("show")

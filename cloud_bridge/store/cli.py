@@ -7,7 +7,14 @@ import json
 import click
 
 from cloud_bridge.cli_common import fail, load_config
-from cloud_bridge.store.engine import current_revision, head_revision, make_engine, upgrade
+from cloud_bridge.store.engine import (
+    StoreError,
+    current_revision,
+    head_revision,
+    make_engine,
+    require_existing,
+    upgrade,
+)
 
 
 @click.group("db")
@@ -42,6 +49,10 @@ def upgrade_cmd(ctx: click.Context, as_json: bool) -> None:
 def current_cmd(ctx: click.Context) -> None:
     """Print the database's schema revision and the newest one this bridge knows."""
     cfg = load_config(ctx)
+    try:
+        require_existing(cfg.database_url)
+    except StoreError as exc:
+        fail(str(exc))
     engine = make_engine(cfg.database_url)
     try:
         have = current_revision(engine)

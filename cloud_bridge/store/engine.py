@@ -121,10 +121,38 @@ def check_schema(engine: Engine) -> None:
             "run `meter-bridge db upgrade`")
 
 
-def open_store(url: str, *, migrate: bool = True) -> Engine:
-    """The engine every command uses: migrated to the newest revision first (or checked only)."""
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (None for other databases and for :memory:)."""
+    parsed = make_url(normalise_url(url))
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database).expanduser()
+
+
+def require_existing(url: str) -> None:
+    """Refuse a SQLite file that does not exist, before anything creates it (a typo'd path would
+    otherwise become a new, empty database and an empty fleet)."""
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        raise StoreError(f"no database at {path}: check database_url (BRIDGE_DATABASE_URL), "
+                         "or create it with `meter-bridge db upgrade`")
+
+
+def open_store(url: str, *, migrate: bool = True, create: bool = True) -> Engine:
+    """The engine every command uses: migrated to the newest revision first (or checked only).
+
+    create=False (every command but `db upgrade`): the database must already hold the bridge's schema;
+    a missing SQLite file or an empty database is refused with what to run, never created."""
+    if not create:
+        require_existing(url)
     engine = make_engine(url)
     try:
+        if not create and current_revision(engine) is None:
+            where = engine.url.render_as_string(hide_password=True)
+            if inspect(engine).get_table_names():
+                raise StoreError(f"database {where} has tables but no migration history: not a bridge database?")
+            raise StoreError(f"database {where} is empty (no bridge schema): check database_url "
+                             "(BRIDGE_DATABASE_URL), or create it with `meter-bridge db upgrade`")
         if migrate:
             before, after = upgrade(engine)
             if before != after:

@@ -181,6 +181,27 @@ device_status = Table(
     Column("changed_at", UtcDateTime, nullable=False),
 )
 
+# The newest telemetry each device published (retained `meters/{id}/telemetry`), for the fleet page,
+# `devices list` and metrics. One row per device, replaced by a newer message; `at` is the device's clock.
+device_telemetry = Table(
+    "device_telemetry", metadata,
+    Column("device_id", String(64), ForeignKey("devices.device_id"), primary_key=True),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("uptime_s", Float, nullable=False),
+    Column("outbox_depth", Integer, nullable=False),
+    Column("outbox_dropped", Integer, nullable=False),
+    Column("outbox_rejected", Integer, nullable=False),
+    Column("last_error", Text),
+    Column("cpu_temp_c", Float),
+    Column("free_disk_bytes", BigInteger),
+    Column("disk_full", Boolean, nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("last_seq", BigInteger),
+    Column("commands_refused", Integer, nullable=False),
+)
+
 # Billing: one row per (payer, meter, period); the row is the outbox. States:
 # pending -> sending -> accepted | refused | (back to pending with next_attempt_at) ; needs_attention.
 submissions = Table(

@@ -26,6 +26,7 @@ def cli(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: 
     def run(*args: str) -> Result:
         return runner.invoke(main, list(args), env=env, catch_exceptions=False)
 
+    assert run("db", "upgrade").exit_code == 0  # only `db upgrade` creates a database
     run.tmp = tmp_path  # type: ignore[attr-defined]
     return run
 
@@ -94,6 +95,7 @@ def test_device_account_works_on_the_broker_after_reload(tmp_path: Path) -> None
         env = {"BRIDGE_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
                "BRIDGE_BROKER__PASSWORD_FILE": str(broker.password_file),
                "BRIDGE_BROKER__ACL_FILE": str(broker.acl_file)}
+        assert CliRunner().invoke(main, ["db", "upgrade"], env=env).exit_code == 0
         r = CliRunner().invoke(main, ["devices", "add", "pi-7", "--json"], env=env, catch_exceptions=False)
         password = json.loads(r.output)["password"]
         broker.reload()

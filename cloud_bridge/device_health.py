@@ -1,0 +1,140 @@
+"""Each device's health in one row, from the store: what `devices list`, the fleet page and the metrics
+show. The same few grouped queries for one device or the whole fleet (no query per device).
+
+- last reading: the one with the highest seq (the device's own order), its value, status and reason;
+- not ok in a row: how many of the newest readings in a row are not `ok` (`suspect` or `error`);
+- stale: no reading taken for `fleet.stale_factor` x `fleet.device_interval_s` (since it was added, when
+  it never sent one);
+- online: from the retained `meters/{id}/status` (None: never heard);
+- telemetry: the newest `meters/{id}/telemetry` (outbox depth, last error, CPU temperature, free disk,
+  model, version).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, or_, select, true
+
+from cloud_bridge.config import FleetSection
+from cloud_bridge.fleet import stale_after
+from cloud_bridge.store.tables import bindings, device_status, device_telemetry, devices, meters, readings
+from contract.payloads import format_utc, mask_payer
+
+
+@dataclass(frozen=True)
+class DeviceHealth:
+    device_id: str
+    created_at: datetime
+    note: str | None
+    online: bool | None
+    online_changed_at: datetime | None
+    readings: int
+    last_seq: int | None
+    last_taken_at: datetime | None
+    last_value: str | None
+    last_status: str | None
+    last_reason: str | None
+    not_ok_in_row: int
+    stale: bool
+    meter_serial: str | None
+    meter_kind: str | None
+    payer_code: str | None
+    bound_since: datetime | None
+    telemetry_at: datetime | None
+    outbox_depth: int | None
+    last_error: str | None
+    cpu_temp_c: float | None
+    free_disk_bytes: int | None
+    disk_full: bool | None
+    uptime_s: float | None
+    model: str | None
+    version: str | None
+
+    @property
+    def offline_since(self) -> datetime | None:
+        return self.online_changed_at if self.online is False else None
+
+    def as_json(self, *, show_payer: bool = False) -> dict[str, Any]:
+        def t(v: datetime | None) -> str | None:
+            return format_utc(v) if v else None
+
+        payer = None
+        if self.payer_code is not None:
+            payer = self.payer_code if show_payer else mask_payer(self.payer_code)
+        return {
+            "device_id": self.device_id, "created_at": t(self.created_at), "note": self.note,
+            "online": self.online, "online_changed_at": t(self.online_changed_at), "stale": self.stale,
+            "readings": self.readings,
+            "last_reading": None if self.last_seq is None else {
+                "seq": self.last_seq, "taken_at": t(self.last_taken_at), "value": self.last_value,
+                "status": self.last_status, "reason": self.last_reason},
+            "not_ok_in_row": self.not_ok_in_row,
+            "binding": None if self.meter_serial is None else {
+                "meter_serial": self.meter_serial, "kind": self.meter_kind, "payer_code": payer,
+                "since": t(self.bound_since)},
+            "telemetry": None if self.telemetry_at is None else {
+                "at": t(self.telemetry_at), "outbox_depth": self.outbox_depth, "last_error": self.last_error,
+                "cpu_temp_c": self.cpu_temp_c, "free_disk_bytes": self.free_disk_bytes,
+                "disk_full": self.disk_full, "uptime_s": self.uptime_s},
+            "model": self.model, "version": self.version,
+        }
+
+
+def device_health(conn: Connection, now: datetime, fleet: FleetSection,
+                  device_ids: Iterable[str] | None = None) -> list[DeviceHealth]:
+    """Health rows ordered by device id; only `device_ids` when given."""
+    wanted = None if device_ids is None else sorted(set(device_ids))
+
+    def only(col: Any) -> Any:
+        return true() if wanted is None else col.in_(wanted)
+
+    per_device = (select(readings.c.device_id, func.count().label("n"), func.max(readings.c.seq).label("last_seq"))
+                  .where(only(readings.c.device_id)).group_by(readings.c.device_id).subquery("per_device"))
+    last = readings.alias("last")
+    last_ok = (select(readings.c.device_id, func.max(readings.c.seq).label("ok_seq"))
+               .where(and_(readings.c.status == "ok", only(readings.c.device_id)))
+               .group_by(readings.c.device_id).subquery("last_ok"))
+    not_ok = (select(readings.c.device_id, func.count().label("n"))
+              .select_from(readings.outerjoin(last_ok, last_ok.c.device_id == readings.c.device_id))
+              .where(and_(readings.c.status != "ok", only(readings.c.device_id),
+                          or_(last_ok.c.ok_seq.is_(None), readings.c.seq > last_ok.c.ok_seq)))
+              .group_by(readings.c.device_id).subquery("not_ok"))
+    open_binding = (select(bindings.c.device_id, bindings.c.meter_serial, bindings.c.payer_code,
+                           bindings.c.valid_from, meters.c.kind)
+                    .join(meters, meters.c.serial == bindings.c.meter_serial)
+                    .where(bindings.c.valid_to.is_(None)).subquery("open_binding"))
+    tel = device_telemetry
+    q = (select(devices.c.device_id, devices.c.created_at, devices.c.note,
+                device_status.c.online, device_status.c.changed_at.label("online_changed_at"),
+                per_device.c.n, per_device.c.last_seq, last.c.taken_at, last.c.value, last.c.status, last.c.reason,
+                last.c.model.label("reading_model"), not_ok.c.n.label("not_ok_n"),
+                open_binding.c.meter_serial, open_binding.c.kind, open_binding.c.payer_code, open_binding.c.valid_from,
+                tel.c.at.label("telemetry_at"), tel.c.outbox_depth, tel.c.last_error, tel.c.cpu_temp_c,
+                tel.c.free_disk_bytes, tel.c.disk_full, tel.c.uptime_s, tel.c.model, tel.c.version)
+         .select_from(devices)
+         .outerjoin(device_status, device_status.c.device_id == devices.c.device_id)
+         .outerjoin(per_device, per_device.c.device_id == devices.c.device_id)
+         .outerjoin(last, and_(last.c.device_id == devices.c.device_id, last.c.seq == per_device.c.last_seq))
+         .outerjoin(not_ok, not_ok.c.device_id == devices.c.device_id)
+         .outerjoin(open_binding, open_binding.c.device_id == devices.c.device_id)
+         .outerjoin(tel, tel.c.device_id == devices.c.device_id)
+         .where(only(devices.c.device_id))
+         .order_by(devices.c.device_id))
+    cutoff = now - stale_after(fleet)
+    out = []
+    for r in conn.execute(q).all():
+        since = r.taken_at or r.created_at
+        out.append(DeviceHealth(
+            device_id=r.device_id, created_at=r.created_at, note=r.note, online=r.online,
+            online_changed_at=r.online_changed_at, readings=int(r.n or 0), last_seq=r.last_seq,
+            last_taken_at=r.taken_at, last_value=r.value, last_status=r.status, last_reason=r.reason,
+            not_ok_in_row=int(r.not_ok_n or 0), stale=since < cutoff,
+            meter_serial=r.meter_serial, meter_kind=r.kind, payer_code=r.payer_code, bound_since=r.valid_from,
+            telemetry_at=r.telemetry_at, outbox_depth=r.outbox_depth, last_error=r.last_error,
+            cpu_temp_c=r.cpu_temp_c, free_disk_bytes=r.free_disk_bytes, disk_full=r.disk_full,
+            uptime_s=r.uptime_s, model=r.model or r.reading_model or None, version=r.version or None))
+    return out

@@ -8,6 +8,8 @@ is stopped by that pid.
 from __future__ import annotations
 
 import getpass
+import glob
+import json
 import logging
 import os
 import shutil
@@ -15,8 +17,13 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cloud_bridge.accounts.dynsec import DynSecAdmin
 
 log = logging.getLogger(__name__)
 
@@ -44,40 +51,90 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def find_dynsec_plugin() -> str:
+    """Mosquitto's dynamic-security plugin (Debian's `mosquitto` package ships it)."""
+    found = sorted(glob.glob("/usr/lib/*/mosquitto_dynamic_security.so")) + [
+        p for p in ("/usr/lib/mosquitto_dynamic_security.so", "/usr/local/lib/mosquitto_dynamic_security.so")
+        if os.path.exists(p)]
+    if not found:
+        raise BrokerError("Mosquitto's dynamic-security plugin (mosquitto_dynamic_security.so) was not found: "
+                          "install Mosquitto 2.0 or newer (`apt-get install mosquitto`)")
+    return found[0]
+
+
+@dataclass(frozen=True)
+class TlsListener:
+    """A TLS listener beside the loopback one (devices on the network)."""
+
+    port: int
+    certfile: Path
+    keyfile: Path
+    bind_address: str = "127.0.0.1"
+
+
 def render_config(
     *,
     port: int,
     data_dir: Path,
-    password_file: Path | None = None,
-    acl_file: Path | None = None,
+    dynsec_file: Path | None = None,
     bind_address: str = "127.0.0.1",
+    tls: TlsListener | None = None,
     template: Path = CONFIG_DIR / "mosquitto.conf",
 ) -> str:
-    """The project's broker config with this broker's paths. Without a password file the broker
+    """The project's broker config with this broker's paths. Without a dynamic-security file the broker
     takes anonymous clients (a loopback test broker) and has no ACL."""
     text = template.read_text(encoding="utf-8")
-    auth = password_file is not None
+    auth = dynsec_file is not None
     text = text.format(
         port=port,
         bind_address=bind_address,
         data_dir=data_dir,
         allow_anonymous="false" if auth else "true",
-        password_file=password_file or "",
-        acl_file=acl_file or "",
+        dynsec_plugin=find_dynsec_plugin() if auth else "",
+        dynsec_file=dynsec_file or "",
     )
     if not auth:
-        text = "\n".join(
-            line for line in text.splitlines() if not line.startswith(("password_file", "acl_file")))
+        text = "\n".join(line for line in text.splitlines() if not line.startswith("plugin"))
+    if tls is not None:
+        text += (f"\n\nlistener {tls.port} {tls.bind_address}\nprotocol mqtt\ncertfile {tls.certfile}\n"
+                 f"keyfile {tls.keyfile}\ntls_version tlsv1.2\n")
     if os.geteuid() == 0:
         # As root Mosquitto would switch to the `mosquitto` user, who cannot write our data dir.
         text += f"\nuser {getpass.getuser()}\n"
     return text
 
 
+def write_secret(path: Path, text: str) -> None:
+    """Write a secret so that it is never readable by others, also when the file existed with 0644."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
+def init_dynsec(dynsec_file: Path, admin_password_file: Path, *, admin_user: str = "broker-admin") -> str:
+    """Write the plugin's first file (admin account only) and the admin password, both mode 600.
+    Refuses to overwrite an existing plugin file: it holds every account."""
+    from cloud_bridge.accounts.dynsec import initial_config, new_password
+
+    if dynsec_file.exists():
+        raise BrokerError(f"{dynsec_file} exists already: it holds the broker's accounts; remove it yourself if "
+                          "you really mean to start over")
+    password = new_password()
+    write_secret(dynsec_file, json.dumps(initial_config(password, admin_user), indent=2) + "\n")
+    write_secret(admin_password_file, password + "\n")
+    return password
+
+
 class MosquittoBroker:
     """A private broker on a free loopback port; a context manager that stops it by pid.
 
-    `auth=True` turns on the password file and ACL (copied from config/mosquitto/acl unless given).
+    `auth=True` turns on accounts (dynamic security): the admin account's password is written to
+    `admin_password_file`, and `admin()` connects as it to add accounts. `tls=True` adds a TLS listener
+    on `tls_port` with the given certificate and key.
     """
 
     def __init__(
@@ -86,8 +143,8 @@ class MosquittoBroker:
         *,
         port: int | None = None,
         auth: bool = False,
-        acl_file: Path | None = None,
-        password_file: Path | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
     ) -> None:
         self.work_dir = Path(work_dir)
         self.port = port or free_port()
@@ -95,27 +152,52 @@ class MosquittoBroker:
         self.data_dir = self.work_dir / "data"
         self.conf_path = self.work_dir / "mosquitto.conf"
         self.log_path = self.work_dir / "mosquitto.log"
-        self.password_file = password_file or self.work_dir / "passwd"
-        self.acl_file = acl_file or self.work_dir / "acl"
+        self.dynsec_file = self.work_dir / "dynamic-security.json"
+        self.admin_user = "broker-admin"
+        self.admin_password_file = self.work_dir / "admin-password"
+        self.tls = (TlsListener(free_port(), tls_cert, tls_key) if tls_cert is not None and tls_key is not None
+                    else None)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
+    @property
+    def tls_port(self) -> int | None:
+        return self.tls.port if self.tls else None
+
     def write_config(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if self.auth:
-            if not self.acl_file.exists():
-                shutil.copy(CONFIG_DIR / "acl", self.acl_file)
-            self.password_file.touch(exist_ok=True)
-            os.chmod(self.password_file, 0o600)
+        os.chmod(self.work_dir, 0o700)
+        if self.auth and not self.dynsec_file.exists():
+            init_dynsec(self.dynsec_file, self.admin_password_file, admin_user=self.admin_user)
         self.conf_path.write_text(render_config(
             port=self.port,
             data_dir=self.data_dir,
-            password_file=self.password_file if self.auth else None,
-            acl_file=self.acl_file if self.auth else None,
+            dynsec_file=self.dynsec_file if self.auth else None,
+            tls=self.tls,
         ))
+
+    def admin(self) -> DynSecAdmin:
+        """A connection as the admin account (use it as a context manager)."""
+        from cloud_bridge.accounts.dynsec import DynSecAdmin
+
+        if not self.auth:
+            raise BrokerError("this broker has no accounts (auth=False)")
+        password = self.admin_password_file.read_text(encoding="utf-8").strip()
+        return DynSecAdmin("127.0.0.1", self.port, self.admin_user, password)
+
+    def add_account(self, name: str, role: str, password: str | None = None) -> str:
+        """Create an account of `role` (bridge, operator, homeassistant, or `device`); its password."""
+        from cloud_bridge.accounts import add_account, add_device_account
+
+        with self.admin() as admin:
+            made = add_device_account(admin, name) if role == "device" else add_account(admin, name, role)  # type: ignore[arg-type]
+            if password is not None:
+                admin.set_password(name, password)
+                made = password
+        return made
 
     def start(self, timeout: float = 10.0) -> MosquittoBroker:
         self.write_config()
@@ -123,7 +205,7 @@ class MosquittoBroker:
         with self.log_path.open("ab") as log_file:
             self.proc = subprocess.Popen(
                 [exe, "-c", str(self.conf_path)], stdout=log_file, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                start_new_session=True, umask=0o077)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -143,7 +225,7 @@ class MosquittoBroker:
             return ""
 
     def reload(self) -> None:
-        """SIGHUP: reread the password and ACL files (after `meter-bridge devices add`)."""
+        """SIGHUP: reread the config (accounts change live, through the plugin, without it)."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGHUP)
             time.sleep(0.2)

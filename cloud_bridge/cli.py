@@ -15,6 +15,8 @@ COMMANDS = {
     "devices": ("cloud_bridge.registry.cli:devices", "Add and list devices (creates broker accounts)."),
     "bind": ("cloud_bridge.registry.cli:bind", "Bind a device to a meter and a payer code."),
     "rebind": ("cloud_bridge.registry.cli:rebind", "Close a device's binding and open a new one."),
+    "accounts": ("cloud_bridge.accounts.cli:accounts", "Broker accounts: operator, homeassistant, bridge."),
+    "broker": ("cloud_bridge.accounts.cli:broker", "Set up the broker's accounts (broker init)."),
     "run": ("cloud_bridge.ingest.cli:run", "Ingest readings from the broker (N workers)."),
     "status": ("cloud_bridge.health:status", "Counters: received, stored, duplicate, refused, lag."),
     "history": ("cloud_bridge.residents.cli:history", "A payer's readings, submissions and points."),

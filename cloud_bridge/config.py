@@ -63,10 +63,19 @@ class WindowSection(Section):
 
 
 class BrokerSection(Section):
+    admin_username: str = Field(
+        "broker-admin", description="The broker's admin account (dynamic security) that `devices add` and "
+        "`accounts …` manage accounts with; reached at mqtt.host/mqtt.port.")
+    admin_password_file: Path | None = Field(
+        None, description="File (mode 600) with the admin account's password, written by `meter-bridge broker init`.")
     password_file: Path = Field(
-        Path("state/broker/passwd"), description="Mosquitto password file `devices add` writes accounts to.")
+        Path("state/broker/passwd"),
+        description="Unused since accounts live in the broker's dynamic security (docs/decisions.md); kept so "
+        "older configs load.")
     acl_file: Path = Field(
-        Path("state/broker/acl"), description="Mosquitto ACL file `devices add` keeps the device patterns in.")
+        Path("state/broker/acl"),
+        description="Unused since accounts live in the broker's dynamic security (docs/decisions.md); kept so "
+        "older configs load.")
 
 
 class IngestSection(Section):

@@ -16,14 +16,20 @@ HA_DISCOVERY_PREFIX = "homeassistant"
 READING = "reading"
 STATUS = "status"
 TELEMETRY = "telemetry"
+# For Home Assistant: the latest accepted value, retained, only ever moving forward.
+STATE = "state"
 # What others publish to it.
 ACK = "ack"
 CMD = "cmd"
 COMMANDS = ("capture", "reload", "set-value")
+# The device's answer to a command: meters/{id}/cmd/{name}/result (outside `cmd/+`, which it reads).
+CMD_RESULT = "result"
 
 BRIDGE_FLEET = f"{BRIDGE}/fleet"
 BRIDGE_DEADLETTER = f"{BRIDGE}/deadletter"
 BRIDGE_SHARED_GROUP = "bridge"
+# Home Assistant's birth/last-will topic: `online` when it (re)starts.
+HA_STATUS = f"{HA_DISCOVERY_PREFIX}/status"
 
 
 def is_valid_device_id(device_id: str) -> bool:
@@ -55,6 +61,14 @@ def ack(device_id: str) -> str:
 
 def cmd(device_id: str, name: str) -> str:
     return f"{METERS}/{_check(device_id)}/{CMD}/{name}"
+
+
+def cmd_result(device_id: str, name: str) -> str:
+    return f"{METERS}/{_check(device_id)}/{CMD}/{name}/{CMD_RESULT}"
+
+
+def state(device_id: str) -> str:
+    return f"{METERS}/{_check(device_id)}/{STATE}"
 
 
 def cmd_wildcard(device_id: str) -> str:

@@ -174,14 +174,11 @@ def main(argv: list[str] | None = None) -> int:
 
     with services() as svc:
         # 3. A private broker with the project's config, accounts on.
-        step("Starting a private Mosquitto with config/mosquitto (per-device accounts and ACLs)")
+        step("Starting a private Mosquitto with config/mosquitto (accounts and rights: dynamic security)")
         broker = MosquittoBroker(work / "broker", auth=True)
         svc.broker = broker
         broker.start()
-        bridge_password = "bridge-" + os.urandom(8).hex()
-        from cloud_bridge.registry.broker_accounts import set_password
-
-        set_password(broker.password_file, "bridge", bridge_password)
+        bridge_password = broker.add_account("bridge", "bridge")
         (work / "bridge-password").write_text(bridge_password + "\n")
         (work / "billing-token").write_text(TOKEN + "\n")
         sandbox_port = free_port()
@@ -205,8 +202,7 @@ points = 10
 window_always_open = true
 pass_every_s = 3600
 [broker]
-password_file = "{broker.password_file}"
-acl_file = "{broker.acl_file}"
+admin_password_file = "{broker.admin_password_file}"
 """)
         bcfg = [bridge_cli, "--config", str(bridge_toml)]
 
@@ -219,7 +215,6 @@ acl_file = "{broker.acl_file}"
         run([*bcfg, "db", "upgrade"])
         added = json.loads(run([*bcfg, "devices", "add", DEVICE_ID, "--json"]).stdout)
         device_password = added["password"]
-        broker.reload()
         run([*bcfg, "bind", DEVICE_ID, "--meter", METER, "--kind", "cold", "--payer", PAYER,
              "--address", "1 Demo Street, flat 2"], capture=False)
 

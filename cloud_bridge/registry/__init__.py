@@ -15,7 +15,7 @@ from typing import Any, Literal
 from sqlalchemy import Connection, and_, func, select
 from sqlalchemy.exc import IntegrityError
 
-from cloud_bridge.registry.broker_accounts import RESERVED_USERS
+from cloud_bridge.accounts.roles import AccountError, check_account_name
 from cloud_bridge.store.tables import bindings, device_status, devices, meters, payers, readings, utcnow
 from contract import topics
 from contract.payloads import format_utc, mask_payer
@@ -33,9 +33,10 @@ def check_device_id(device_id: str) -> str:
     if not topics.is_valid_device_id(device_id):
         raise RegistryError(f"device id {device_id!r} is not valid: use 1-64 of A-Z a-z 0-9 _ - "
                             "(it becomes a topic level, a broker user and a client id)")
-    if device_id in RESERVED_USERS:
-        raise RegistryError(f"device id {device_id!r} is reserved for the broker's {device_id} account")
-    return device_id
+    try:
+        return check_account_name(device_id)
+    except AccountError as exc:
+        raise RegistryError(f"device id {device_id!r}: {exc}") from None
 
 
 def check_payer_code(code: str) -> str:

@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from cloud_bridge import registry
+from cloud_bridge.accounts import AccountError, add_device_account, admin_for
+from cloud_bridge.broker import write_secret
 from cloud_bridge.cli_common import fail, load_config, open_engine
 from cloud_bridge.registry import (
     Binding,
@@ -23,7 +25,6 @@ from cloud_bridge.registry import (
     device_exists,
     list_devices,
 )
-from cloud_bridge.registry.broker_accounts import ensure_acl, new_password, set_password
 from cloud_bridge.store.engine import read_only
 from contract.payloads import format_utc, mask_payer
 
@@ -52,16 +53,17 @@ def devices() -> None:
 @click.option("--note", default=None, help="Free text, e.g. where the device hangs.")
 @click.option("--new-password", "reissue", is_flag=True, help="The device exists: issue a new broker password only.")
 @click.option("--password-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the password to this file (mode 600), for provisioning scripts.")
+              help="Also write the password to this file (mode 600, also when it existed), for provisioning "
+              "scripts.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 def add(ctx: click.Context, device_id: str, note: str | None, reissue: bool, password_out: Path | None,
         as_json: bool) -> None:
     """Register DEVICE_ID and create its broker account.
 
-    Prints the device's one-time password (it is stored only as a hash), writes the account to
-    broker.password_file and makes sure broker.acl_file has the per-device patterns. The broker
-    reads both at start and on SIGHUP: reload it afterwards (`systemctl reload mosquitto`).
+    Prints the device's one-time password (the broker keeps only a hash). The account is made on the
+    running broker through its admin account (broker.admin_password_file): user name and client id
+    are the device id, and it may touch only its own topics. No reload is needed.
     """
     cfg = load_config(ctx)
     try:
@@ -69,7 +71,6 @@ def add(ctx: click.Context, device_id: str, note: str | None, reissue: bool, pas
     except RegistryError as exc:
         fail(str(exc))
     engine = open_engine(ctx)
-    password = new_password()
     try:
         with engine.begin() as conn:
             if reissue:
@@ -77,34 +78,23 @@ def add(ctx: click.Context, device_id: str, note: str | None, reissue: bool, pas
                     raise RegistryError(f"unknown device {device_id}: add it without --new-password")
             else:
                 add_device(conn, device_id, note)
-            # Written inside the transaction: if the files cannot be written, the device is not added.
-            set_password(cfg.broker.password_file, device_id, password)
-            acl_added = ensure_acl(cfg.broker.acl_file)
-    except RegistryError as exc:
+            # Inside the transaction: if the broker refuses, the device is not added.
+            with admin_for(cfg) as admin:
+                password = add_device_account(admin, device_id, reissue=reissue)
+    except (RegistryError, AccountError) as exc:
         fail(str(exc))
-    except OSError as exc:
-        fail(f"cannot write the broker files ({exc.filename}: {exc.strerror}); check broker.password_file "
-             "and broker.acl_file in the config and that this user may write them")
     finally:
         engine.dispose()
     if password_out is not None:
-        password_out.parent.mkdir(parents=True, exist_ok=True)
-        password_out.touch(mode=0o600, exist_ok=True)
-        password_out.write_text(password + "\n", encoding="utf-8")
+        write_secret(password_out, password + "\n")
     if as_json:
-        _print_json({"device_id": device_id, "username": device_id, "password": password,
-                     "password_file": str(cfg.broker.password_file), "acl_file": str(cfg.broker.acl_file),
-                     "acl_added": acl_added, "reload_broker": True})
+        _print_json({"device_id": device_id, "username": device_id, "client_id": device_id, "password": password})
         return
     out = Console()
     out.print(f"[bold]{'new password for' if reissue else 'added device'} {device_id}[/bold]")
-    out.print(f"  broker user:     {device_id}")
+    out.print(f"  broker user and client id: {device_id}")
     out.print(f"  broker password: [bold yellow]{password}[/bold yellow]   (shown once; put it in the device's "
               "mqtt.password_file)")
-    out.print(f"  written to {cfg.broker.password_file}" + (
-        f"; ACL patterns added to {cfg.broker.acl_file}" if acl_added else f"; ACL {cfg.broker.acl_file} ok"))
-    out.print("  [bold]reload the broker to pick it up:[/bold] systemctl reload mosquitto "
-              "(or kill -HUP <mosquitto pid>)")
     out.print(f"  next: meter-bridge bind {device_id} --meter SERIAL --kind cold|hot --payer CODE --address \"…\"")
 
 

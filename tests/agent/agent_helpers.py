@@ -3,12 +3,7 @@ collectors, an in-process agent thread, and broker password entries."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import os
 import queue
-import shutil
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -155,26 +150,11 @@ class AgentThread:
         assert not self.thread.is_alive(), "agent did not finish"
 
 
-def mosquitto_password_line(user: str, password: str) -> str:
-    """A Mosquitto 2 `$7$` entry (PBKDF2-SHA512, 101 iterations), via mosquitto_passwd when present."""
-    tool = shutil.which("mosquitto_passwd")
-    if tool:
-        tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"pw-{os.getpid()}-{user}"
-        try:
-            subprocess.run([tool, "-c", "-b", str(tmp), user, password], check=True, capture_output=True)
-            return tmp.read_text().strip()
-        finally:
-            tmp.unlink(missing_ok=True)
-    salt = os.urandom(12)
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, 101)
-    return f"{user}:$7$101${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
-
-
 def add_accounts(broker: Any, accounts: dict[str, str]) -> None:
-    with open(broker.password_file, "a") as f:
-        for user, pw in accounts.items():
-            f.write(mosquitto_password_line(user, pw) + "\n")
-    broker.reload()
+    """Broker accounts with known passwords, through the broker's admin account (dynamic security):
+    `bridge`, `operator` and `homeassistant` get that role, every other name is a device."""
+    for user, pw in accounts.items():
+        broker.add_account(user, user if user in ("bridge", "operator", "homeassistant") else "device", pw)
 
 
 def simulator_layout(out_dir: Path) -> Path:

@@ -12,15 +12,19 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud_bridge.broker import MosquittoBroker
 from cloud_bridge.cli import main
-from cloud_bridge.registry.broker_accounts import DEVICE_PATTERNS, read_users, verify_password
+
+
+def bridge_env(db_url: str, broker: MosquittoBroker) -> dict[str, str]:
+    """A `meter-bridge` that manages accounts on this broker through its admin account."""
+    return {"BRIDGE_DATABASE_URL": db_url, "BRIDGE_MQTT__PORT": str(broker.port),
+            "BRIDGE_BROKER__ADMIN_PASSWORD_FILE": str(broker.admin_password_file)}
 
 
 @pytest.fixture
-def cli(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    for k in ("DATABASE_URL", "BROKER__PASSWORD_FILE", "BROKER__ACL_FILE"):
-        monkeypatch.delenv(f"BRIDGE_{k}", raising=False)
-    env = {"BRIDGE_DATABASE_URL": db_url, "BRIDGE_BROKER__PASSWORD_FILE": str(tmp_path / "broker" / "passwd"),
-           "BRIDGE_BROKER__ACL_FILE": str(tmp_path / "broker" / "acl")}
+def cli(db_url: str, tmp_path: Path, auth_broker: MosquittoBroker, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    for k in [k for k in __import__("os").environ if k.startswith("BRIDGE_")]:
+        monkeypatch.delenv(k, raising=False)
+    env = bridge_env(db_url, auth_broker)
     runner = CliRunner()
 
     def run(*args: str) -> Result:
@@ -28,6 +32,7 @@ def cli(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: 
 
     assert run("db", "upgrade").exit_code == 0  # only `db upgrade` creates a database
     run.tmp = tmp_path  # type: ignore[attr-defined]
+    run.broker = auth_broker  # type: ignore[attr-defined]
     return run
 
 
@@ -35,10 +40,9 @@ def test_add_bind_rebind_list(cli) -> None:  # type: ignore[no-untyped-def]
     r = cli("devices", "add", "kitchen-1", "--json")
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
-    users = read_users(cli.tmp / "broker" / "passwd")
-    assert verify_password(out["password"], users["kitchen-1"])
-    acl = (cli.tmp / "broker" / "acl").read_text()
-    assert all(p in acl for p in DEVICE_PATTERNS)
+    assert out["username"] == out["client_id"] == "kitchen-1" and len(out["password"]) >= 20
+    with cli.broker.admin() as admin:
+        assert admin.get_client("kitchen-1")["clientid"] == "kitchen-1"
 
     r = cli("bind", "kitchen-1", "--meter", "SN-1", "--kind", "cold", "--payer", "0123456789", "--address", "Flat 1")
     assert r.exit_code == 0 and "******6789" in r.output, r.output
@@ -58,6 +62,8 @@ def test_add_bind_rebind_list(cli) -> None:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize(("args", "message"), [
     (("devices", "add", "bad id"), "is not valid"),
     (("devices", "add", "bridge"), "reserved"),
+    (("devices", "add", "bridge-0"), "reserved"),
+    (("devices", "add", "operator"), "reserved"),
     (("bind", "ghost", "--meter", "S", "--kind", "cold", "--payer", "0123456789", "--address", "A"), "unknown device"),
     (("bind", "dev-1", "--meter", "S", "--kind", "cold", "--payer", "012345678", "--address", "A"), "10 digits"),
     (("bind", "dev-1", "--meter", "S", "--payer", "0123456789", "--address", "A"), "--kind"),
@@ -84,48 +90,65 @@ def test_double_add_and_double_bind_refused(cli) -> None:  # type: ignore[no-unt
 
 
 @pytest.mark.mosquitto
-def test_device_account_works_on_the_broker_after_reload(tmp_path: Path) -> None:
-    """`devices add` writes what Mosquitto reads: the device logs in with its one-time password and may
-    publish only under its own topics (the project's ACL)."""
-    from click.testing import CliRunner
+def test_device_account_works_on_the_broker_at_once(cli) -> None:  # type: ignore[no-untyped-def]
+    """`devices add` makes the account on the running broker: the device logs in with its one-time
+    password, no reload, and may publish only under its own topics."""
+    password = json.loads(cli("devices", "add", "pi-7", "--json").output)["password"]
+    port = cli.broker.port
 
-    broker_dir = tmp_path / "b"
-    broker = MosquittoBroker(broker_dir, auth=True).start()
-    try:
-        env = {"BRIDGE_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
-               "BRIDGE_BROKER__PASSWORD_FILE": str(broker.password_file),
-               "BRIDGE_BROKER__ACL_FILE": str(broker.acl_file)}
-        assert CliRunner().invoke(main, ["db", "upgrade"], env=env).exit_code == 0
-        r = CliRunner().invoke(main, ["devices", "add", "pi-7", "--json"], env=env, catch_exceptions=False)
-        password = json.loads(r.output)["password"]
-        broker.reload()
+    def connect(pw: str, client_id: str = "pi-7") -> tuple[mqtt.Client, int]:
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        c.username_pw_set("pi-7", pw)
+        rc: list[int] = []
+        c.on_connect = lambda _c, _u, _f, code, _p: rc.append(code.value)
+        c.connect("127.0.0.1", port)
+        for _ in range(100):
+            c.loop(0.05)
+            if rc:
+                break
+        return c, rc[0]
 
-        def connect(pw: str) -> tuple[mqtt.Client, int]:
-            c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="pi-7", protocol=mqtt.MQTTv5)
-            c.username_pw_set("pi-7", pw)
-            rc: list[int] = []
-            c.on_connect = lambda _c, _u, _f, code, _p: rc.append(code.value)
-            c.connect("127.0.0.1", broker.port)
-            for _ in range(100):
-                c.loop(0.05)
-                if rc:
-                    break
-            return c, rc[0]
-
-        bad, rc = connect("wrong")
+    for pw, client_id in (("wrong", "pi-7"), (password, "pi-8")):
+        bad, rc = connect(pw, client_id)
         assert rc != 0
         bad.disconnect()
-        good, rc = connect(password)
-        assert rc == 0
-        acks: list[int] = []
-        good.on_publish = lambda _c, _u, _mid, code, _p: acks.append(code.value)
-        good.publish("meters/pi-7/reading", b"{}", qos=1)
-        good.publish("meters/other/reading", b"{}", qos=1)
-        for _ in range(100):
-            good.loop(0.05)
-            if len(acks) == 2:
-                break
-        assert acks[0] in (0, 0x10) and acks[1] == 0x87  # own topic: ok (0x10: no subscriber); other: refused
-        good.disconnect()
-    finally:
-        broker.stop()
+    good, rc = connect(password)
+    assert rc == 0
+    acks: list[int] = []
+    good.on_publish = lambda _c, _u, _mid, code, _p: acks.append(code.value)
+    good.publish("meters/pi-7/reading", b"{}", qos=1)
+    good.publish("meters/other/reading", b"{}", qos=1)
+    for _ in range(100):
+        good.loop(0.05)
+        if len(acks) == 2:
+            break
+    assert acks[0] in (0, 0x10) and acks[1] == 0x87  # own topic: ok (0x10: no subscriber); other: refused
+    good.disconnect()
+
+    # --new-password: the old one stops working, the new one works; --password-out ends mode 600
+    out = cli.tmp / "pi-7.pw"
+    out.write_text("old\n")
+    out.chmod(0o644)
+    r = cli("devices", "add", "pi-7", "--new-password", "--password-out", str(out), "--json")
+    assert r.exit_code == 0, r.output
+    new = json.loads(r.output)["password"]
+    assert out.read_text().strip() == new and (out.stat().st_mode & 0o777) == 0o600
+    old, rc = connect(password)
+    assert rc != 0
+    old.disconnect()
+    fresh, rc = connect(new)
+    assert rc == 0
+    fresh.disconnect()
+
+
+def test_devices_add_without_a_broker_adds_nothing(db_url: str, tmp_path: Path) -> None:
+    from cloud_bridge.broker import free_port
+
+    env = {"BRIDGE_DATABASE_URL": db_url, "BRIDGE_MQTT__PORT": str(free_port()),
+           "BRIDGE_BROKER__ADMIN_PASSWORD_FILE": str(tmp_path / "nope")}
+    (tmp_path / "nope").write_text("x\n")
+    assert CliRunner().invoke(main, ["db", "upgrade"], env=env).exit_code == 0
+    r = CliRunner().invoke(main, ["devices", "add", "d1"], env=env)
+    assert r.exit_code == 1 and "cannot reach the broker" in r.output and "start it" in r.output, r.output
+    r = CliRunner().invoke(main, ["devices", "list", "--json"], env=env)
+    assert json.loads(r.output)["devices"] == []

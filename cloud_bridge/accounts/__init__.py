@@ -1,0 +1,122 @@
+"""Broker accounts (devices, the bridge, operators, Home Assistant) on Mosquitto's dynamic security.
+
+`roles.py` says what each role may do; `dynsec.py` talks to the plugin; this module is what the
+command line (`meter-bridge accounts …`, `devices add|retire|replace`) calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cloud_bridge.accounts.dynsec import DynSecAdmin, DynSecError, new_password
+from cloud_bridge.accounts.roles import (
+    DEVICE_ROLE_PREFIX,
+    ROLE_ACLS,
+    ROLES,
+    AccountError,
+    Role,
+    check_account_name,
+    client_id_for,
+    device_acls,
+)
+
+if TYPE_CHECKING:
+    from cloud_bridge.config import BridgeConfig
+
+__all__ = [
+    "ROLES",
+    "Account",
+    "AccountError",
+    "DynSecAdmin",
+    "DynSecError",
+    "Role",
+    "add_account",
+    "add_device_account",
+    "admin_for",
+    "list_accounts",
+    "remove_account",
+    "rotate_password",
+]
+
+
+@dataclass(frozen=True)
+class Account:
+    username: str
+    role: str
+    client_id: str | None
+
+
+def admin_for(cfg: BridgeConfig) -> DynSecAdmin:
+    """The admin connection the bridge config names (broker.admin_*, reached at mqtt.host/port)."""
+    from contract.settings import read_secret
+
+    if cfg.broker.admin_password_file is None:
+        raise AccountError("broker.admin_password_file is not set: accounts are managed on the broker through its "
+                           "admin account; set it to the file `meter-bridge broker init` wrote (docs/operate-fleet.md)")
+    try:
+        password = read_secret(str(cfg.broker.admin_password_file))
+    except (OSError, ValueError) as exc:
+        raise AccountError(f"cannot read broker.admin_password_file {cfg.broker.admin_password_file}: {exc}") from None
+    assert password is not None
+    return DynSecAdmin(cfg.mqtt.host, cfg.mqtt.port, cfg.broker.admin_username, password, ca_file=cfg.mqtt.ca_file)
+
+
+def _role_of(client: dict[str, Any]) -> str:
+    roles = [str(r.get("rolename", "")) for r in client.get("roles") or [] if isinstance(r, dict)]
+    for r in roles:
+        if r.startswith(DEVICE_ROLE_PREFIX):
+            return "device"
+    return roles[0] if roles else "-"
+
+
+def add_account(admin: DynSecAdmin, name: str, role: Role) -> str:
+    """Create NAME with ROLE's rights; returns its one-time password. Refuses an existing name."""
+    if role not in ROLES:
+        raise AccountError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
+    check_account_name(name, role=role)
+    if admin.get_client(name) is not None:
+        raise AccountError(f"account {name!r} exists already: `meter-bridge accounts rotate {name}` issues a new "
+                           "password, `accounts remove` deletes it")
+    admin.ensure_role(role, ROLE_ACLS[role])
+    password = new_password()
+    admin.create_client(name, password, rolename=role, clientid=client_id_for(name, role),
+                        textname=f"meter-bridge {role}")
+    return password
+
+
+def add_device_account(admin: DynSecAdmin, device_id: str, *, reissue: bool = False) -> str:
+    """A device's account: user name and client id are its id, rights only on its own topics."""
+    role = DEVICE_ROLE_PREFIX + device_id
+    admin.ensure_role(role, device_acls(device_id))
+    password = new_password()
+    existing = admin.get_client(device_id)
+    if existing is not None:
+        if not reissue:
+            raise AccountError(f"the broker has an account {device_id!r} already: use --new-password to reissue "
+                               "its password, or choose another device id")
+        admin.set_password(device_id, password)
+        return password
+    admin.create_client(device_id, password, rolename=role, clientid=device_id, textname="meter-bridge device")
+    return password
+
+
+def rotate_password(admin: DynSecAdmin, name: str) -> str:
+    if admin.get_client(name) is None:
+        raise AccountError(f"no broker account {name!r} (`meter-bridge accounts list` shows them)")
+    password = new_password()
+    admin.set_password(name, password)
+    return password
+
+
+def remove_account(admin: DynSecAdmin, name: str) -> bool:
+    """Delete the account (the broker disconnects it at once) and a device's own role."""
+    gone = admin.delete_client(name)
+    if gone:
+        admin.delete_role(DEVICE_ROLE_PREFIX + name)
+    return gone
+
+
+def list_accounts(admin: DynSecAdmin) -> list[Account]:
+    out = [Account(str(c.get("username")), _role_of(c), c.get("clientid") or None) for c in admin.list_clients()]
+    return sorted(out, key=lambda a: (a.role, a.username))

@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from cloud_bridge.submission.settings import SubmissionSection
+from cloud_bridge.web.settings import WebSection
 from contract.settings import ConfigError, Section, TomlEnvSettings, load_settings
 
 DEFAULT_CONFIG = Path("config/bridge.toml")
@@ -107,6 +108,7 @@ class BridgeConfig(TomlEnvSettings):
     ingest: IngestSection = Field(default_factory=IngestSection)  # type: ignore[arg-type]
     fleet: FleetSection = Field(default_factory=FleetSection)  # type: ignore[arg-type]
     submission: SubmissionSection = Field(default_factory=SubmissionSection)  # type: ignore[arg-type]
+    web: WebSection = Field(default_factory=WebSection)  # type: ignore[arg-type]
 
     @field_validator("database_url")
     @classmethod

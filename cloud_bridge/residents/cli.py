@@ -114,31 +114,3 @@ def correct(ctx: click.Context, reading_id: int, value: str, by: str, note: str 
     else:
         click.echo(f"correction {result.correction_id} of reading {reading_id}: {result.old_value or '-'} -> "
                    f"{result.value}; {result.message}")
-
-
-@click.command("web")
-@click.option("--port", type=click.IntRange(0, 65535), default=8090, show_default=True, help="Port (0: a free one).")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address; keep loopback and put the utility's authenticating proxy in front.")
-@click.pass_context
-def web(ctx: click.Context, port: int, host: str) -> None:
-    """Serve a read-only page per payer: /payer/CODE (history and consumption per month), /payer/CODE.json."""
-    import socket
-
-    import uvicorn
-
-    from cloud_bridge.residents.web import create_web_app
-
-    config = load_config(ctx)
-    engine = open_engine(ctx)
-    sock = socket.socket()
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        fail(f"cannot listen on {host}:{port}: {exc.strerror} (pick another --port)")
-    click.echo(f"resident pages on http://{host}:{sock.getsockname()[1]}/payer/CODE", err=False)
-    server = uvicorn.Server(uvicorn.Config(create_web_app(engine, config), log_level="warning", lifespan="off"))
-    try:
-        server.run(sockets=[sock])
-    finally:
-        engine.dispose()

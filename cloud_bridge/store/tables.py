@@ -252,3 +252,53 @@ points_ledger = Table(
         "credit_state IN ('pending', 'sending', 'credited', 'refused', 'needs_attention')", name="credit_state"),
     Index("ix_points_ledger_credit_state_next_attempt_at", "credit_state", "next_attempt_at"),
 )
+
+# The web portal (cloud_bridge/web): people who sign in, the payer codes a resident has linked with a
+# one-time link code, and failed attempts counted for the sign-in limits (in the store, so every worker
+# counts the same ones).
+users = Table(
+    "users", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("login", String(254), nullable=False),  # e-mail (lower case), +phone digits, or sso:<identity>
+    Column("role", String(16), nullable=False),
+    Column("password_hash", Text),  # argon2id; NULL: signs in only through single sign-on
+    Column("must_change_password", Boolean, nullable=False, server_default="0"),
+    Column("session_version", Integer, nullable=False, server_default="0"),  # +1 signs out every session
+    Column("disabled", Boolean, nullable=False, server_default="0"),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("last_login_at", UtcDateTime),
+    UniqueConstraint("login"),
+    CheckConstraint("role IN ('resident', 'operator')", name="role"),
+)
+
+link_codes = Table(
+    "link_codes", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("code_hash", String(64), nullable=False),  # sha256 hex of the normalised code; the code is not kept
+    Column("payer_code", String(10), ForeignKey("payers.payer_code"), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("used_at", UtcDateTime),
+    Column("used_by", ID, ForeignKey("users.id")),
+    UniqueConstraint("code_hash"),
+    Index("ix_link_codes_payer_code", "payer_code"),
+)
+
+payer_links = Table(
+    "payer_links", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("user_id", ID, ForeignKey("users.id"), nullable=False),
+    Column("payer_code", String(10), ForeignKey("payers.payer_code"), nullable=False),
+    Column("link_code_id", ID, ForeignKey("link_codes.id")),  # NULL: linked by an operator's command
+    Column("linked_at", UtcDateTime, nullable=False),
+    UniqueConstraint("user_id", "payer_code"),
+    Index("ix_payer_links_payer_code", "payer_code"),
+)
+
+web_failures = Table(
+    "web_failures", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("key", String(300), nullable=False),  # login:<login>, ip:<address>, link:<user id>
+    Column("at", UtcDateTime, nullable=False),
+    Index("ix_web_failures_key_at", "key", "at"),
+)

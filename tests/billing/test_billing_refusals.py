@@ -180,42 +180,6 @@ def test_timer_runs_passes_in_the_background(sqlite_url: str, engine_for: Any, b
     assert [r["meter_serial"] for r in billing.store.readings() if r["period"] == "2026-10"] == ["M-B"]
 
 
-def test_resident_page(sqlite_url: str, engine_for: Any, billing: SandboxServer) -> None:
-    import socket
-    import threading
-
-    import uvicorn
-
-    from cloud_bridge.residents.web import create_web_app
-
-    engine = engine_for(sqlite_url)
-    _world(engine, billing)
-    fleet = Fleet(engine)
-    fleet.seq["dev-b"] = 1
-    fleet.reading("dev-b", datetime(2026, 11, 18, 8, tzinfo=UTC), "00012.500")
-    config = make_config(sqlite_url, billing.url)
-    run_submission_pass(engine, config, AT)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_web_app(engine, config), log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        assert thread.is_alive()
-        time.sleep(0.01)
-    try:
-        client = httpx.Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}")
-        page = client.get(f"/payer/{B}")
-        assert page.status_code == 200 and "<svg" in page.text and "2026-11" in page.text
-        assert "2.50" in page.text  # November's consumption: 12.5 - 10.0 m³
-        assert client.get(f"/payer/{B}.json").json()["payer"] == B
-        assert client.get("/payer/0000000009").status_code == 404
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-
 @pytest.mark.mosquitto
 def test_reasons_on_the_device_state_topic(sqlite_url: str, engine_for: Any, billing: SandboxServer,
                                            broker: Any) -> None:

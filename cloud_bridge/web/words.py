@@ -1,0 +1,100 @@
+"""Plain words for what the store keeps as codes: a reading's status and reason, a submission's state,
+a refusal by billing. Residents never see `decreasing_value` or `frame_failed: …`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from babel.support import NullTranslations
+
+
+def N_(message: str) -> str:  # marks a msgid for extraction; translated where shown
+    return message
+
+
+READING_REASONS = {
+    "frame_failed": N_("the photo could not be read (light, focus or a moved camera)"),
+    "unreadable": N_("a digit could not be read"),
+    "low_confidence": N_("the digits were not clear enough"),
+    "ambiguous": N_("a wheel was between two digits and more than one value was possible"),
+    "decrease": N_("lower than the previous reading, and a meter only goes up"),
+    "rate_too_high": N_("rose faster than water can flow through the meter"),
+    "unconfirmed_change": N_("a change waiting for a second photo that agrees"),
+    "needs_confirmation": N_("several photos disagree with the last value; an installer will check the meter"),
+    "outlier": N_("does not fit the readings around it"),
+}
+
+BILLING_REASONS = {
+    "decreasing_value": N_("billing refused it: lower than the value it already has"),
+    "outside_window": N_("billing refused it: the submission window was closed"),
+    "unknown_payer": N_("billing does not know this payer code; the utility has been told"),
+    "unknown_meter": N_("billing does not know this meter; the utility has been told"),
+}
+
+SUBMISSION_STATES = {
+    "pending": N_("waiting to be sent"),
+    "sending": N_("being sent"),
+    "accepted": N_("accepted by billing"),
+    "refused": N_("refused by billing"),
+    "needs_attention": N_("held back for the utility to check"),
+}
+
+CREDIT_STATES = {
+    "pending": N_("being credited"),
+    "sending": N_("being credited"),
+    "credited": N_("credited"),
+    "refused": N_("not credited"),
+    "needs_attention": N_("held back for the utility to check"),
+}
+
+
+class Words:
+    """Bound to one language: templates call `words.reading(row)`, `words.billed(state, reason)`."""
+
+    def __init__(self, t: NullTranslations) -> None:
+        self.t = t
+
+    def _(self, msgid: str) -> str:
+        return self.t.gettext(msgid)
+
+    def reading_status(self, row: Any) -> str:
+        if getattr(row, "corrected_value", None):
+            return self._("corrected")
+        if row.status == "ok":
+            return self._("ok")
+        if row.status == "error":
+            return self._("not read")
+        return self._("not sure")
+
+    def reading_reason(self, row: Any) -> str:
+        """Why a reading is not used as it is, in words; empty for an ok one."""
+        if getattr(row, "corrected_value", None) or row.status == "ok":
+            return ""
+        code = getattr(row, "reason_code", None)
+        if code in READING_REASONS:
+            return self._(READING_REASONS[code])
+        return self._("the device was not sure of this value")
+
+    def refusal(self, reason: str | None) -> str:
+        if not reason:
+            return ""
+        code = reason.split(":", 1)[0].split(" ", 1)[0].strip()
+        if code in BILLING_REASONS:
+            return self._(BILLING_REASONS[code])
+        if code.startswith("only_suspect") or code == "no_readings":
+            return self._("no reading this period was sure enough to send")
+        return self._("the utility will look at it")
+
+    def submission(self, state: str | None) -> str:
+        return self._(SUBMISSION_STATES.get(state or "", N_("not sent yet")))
+
+    def credit(self, state: str | None) -> str:
+        return self._(CREDIT_STATES.get(state or "", N_("being credited")))
+
+    def by(self, who: str) -> str:
+        return {"resident": self._("you"), "installer": self._("installer"),
+                "operator": self._("the utility")}.get(who, who)
+
+    def kind(self, kind: str) -> str:
+        return self._("cold water") if kind == "cold" else self._("hot water")

@@ -1,7 +1,7 @@
 """web portal: users, payer links, one-time link codes, failed sign-ins (for the limits)
 
-Revision ID: 0002_web_users
-Revises: 0001
+Revision ID: 0003_web_users
+Revises: 0002_device_telemetry
 Create Date: 2026-12-02
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0002_web_users'
-down_revision = '0001'
+revision = "0003_web_users"
+down_revision = "0002_device_telemetry"
 branch_labels = None
 depends_on = None
 

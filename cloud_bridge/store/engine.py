@@ -8,6 +8,7 @@ that concurrent writers (several workers, the CLI) wait for the lock instead of 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,25 @@ def normalise_url(url: str) -> str:
     return url
 
 
+def private_file(path: Path) -> None:
+    """Make `path` a file only its owner can read (it holds payer codes and addresses): created 0600,
+    an existing one readable by others tightened (SQLite gives its -wal and -shm files the same mode)."""
+    path = path.expanduser()
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        mode = os.fstat(fd).st_mode & 0o777
+        if mode & 0o077:
+            try:
+                os.fchmod(fd, mode & 0o700)
+                log.warning("%s was readable by others (mode %o): now %o", path, mode, mode & 0o700)
+            except OSError as exc:
+                log.warning("%s is readable by others (mode %o) and cannot be changed: %s", path, mode, exc)
+    finally:
+        os.close(fd)
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for `url` with the pragmas and transaction mode this project relies on."""
     url = normalise_url(url)
@@ -38,7 +58,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         db = parsed.database
         if db and db != ":memory:":
-            Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            private_file(Path(db))
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S}, **kwargs)
 
         @event.listens_for(engine, "connect")

@@ -144,6 +144,37 @@ class SetValueCommand(_Strict):
     at: UtcTime | None = None
 
 
+class MeterState(_Strict):
+    """Retained on `meters/{device_id}/state` for Home Assistant: the device's latest word about its meter.
+
+    `value` is the latest accepted (ok) value and never goes below what the device said before; the rest
+    describes the newest reading in `seq` order (`status`, `reason`, `taken_at`, `read_value`). Separate
+    from the reading stream: a republished old reading never touches it.
+    """
+
+    v: Literal[1] = 1
+    device_id: str = Field(pattern=f"^{DEVICE_ID_PATTERN}$")
+    seq: int = Field(ge=0, le=2**63 - 1, description="the newest reading taken into account (0: none yet)")
+    value: str | None = Field(default=None, pattern=VALUE_PATTERN, description="latest accepted value")
+    unit: Literal["m3"] = "m3"
+    value_seq: int | None = Field(default=None, ge=0, description="the reading that gave `value` (None: set-value)")
+    value_at: UtcTime | None = Field(default=None, description="when `value` was read (or set by an installer)")
+    taken_at: UtcTime | None = Field(default=None, description="when the newest reading was taken")
+    status: Status | None = None
+    reason: str | None = Field(default=None, max_length=500)
+    confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    read_value: str | None = Field(default=None, pattern=VALUE_PATTERN, description="what the newest reading read")
+    flow_m3_per_h: float | None = Field(default=None, ge=0.0, description="over the last accepted readings")
+
+    @field_validator("taken_at", "value_at")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        return None if v is None else _to_utc(v)
+
+    def decimal_value(self) -> Decimal | None:
+        return None if self.value is None else Decimal(self.value)
+
+
 class LastReading(_Strict):
     seq: int
     taken_at: UtcTime

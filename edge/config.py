@@ -51,7 +51,17 @@ class MqttConfig(Section):
         3600, ge=0, le=2**32 - 1, description="MQTT 5 session expiry: the broker keeps acks/commands this long.")
     refused_backoff_s: float = Field(
         300.0, gt=0, description="Wait after the broker refused a reading as not authorised (a config error).")
-    ha_discovery: bool = Field(True, description="Publish Home Assistant discovery configs (retained).")
+    ha_discovery: bool = Field(
+        True, description="Publish Home Assistant discovery configs (retained); false: remove them from HA.")
+
+
+class HaConfig(Section):
+    """How the meter shows in Home Assistant (discovery itself is switched by `mqtt.ha_discovery`)."""
+
+    name: str = Field("", max_length=100, description="The device's name in HA; empty: \"Water meter <device_id>\".")
+    configuration_url: str = Field(
+        "", pattern=r"^(https?://\S+)?$",
+        description="The device's setup page, linked from HA's device page (http:// or https://); empty: no link.")
 
 
 class ReadingConfig(Section):
@@ -88,6 +98,7 @@ class EdgeConfig(TomlEnvSettings):
     led: LedConfig = Field(default_factory=LedConfig)  # type: ignore[arg-type]
     mqtt: MqttConfig = Field(default_factory=MqttConfig)  # type: ignore[arg-type]
     reading: ReadingConfig = Field(default_factory=ReadingConfig)  # type: ignore[arg-type]
+    ha: HaConfig = Field(default_factory=HaConfig)  # type: ignore[arg-type]
 
 
 def load_edge_config(path: Path | None = None) -> EdgeConfig:

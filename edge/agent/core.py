@@ -24,6 +24,7 @@ from edge.agent.watchdog import Watchdog
 from edge.config import EdgeConfig, load_edge_config
 from edge.transport import discovery
 from edge.transport.commands import Command, Refused, parse_command
+from edge.transport.meter_state import MeterStateKeeper
 from edge.transport.mqtt import ONLINE, Event, Message, MqttLink, Wake
 from edge.transport.outbox import Outbox, OutboxFull, is_disk_full
 from edge.transport.session import Session
@@ -88,6 +89,8 @@ class Agent:
         self.session = Session(cfg.device_id, cfg.mqtt, self.outbox, self.link, ack_timeout_s=cfg.ack_timeout_s,
                                on_error=self.error, on_announce=self._announce,
                                subscriptions=((discovery.HA_STATUS_TOPIC, 1),))
+        self.meter_state = MeterStateKeeper(cfg.device_id, self.outbox)
+        self.publish_state()  # goes out (retained) on every connection
         self._capture_now = False
         self._capturing = True
         self._stop = False
@@ -233,6 +236,7 @@ class Agent:
         timings["commit"] = time.perf_counter() - t1
         t2 = time.perf_counter()
         self.session.pump()
+        self._advance_state(stored.payload)
         timings["publish"] = time.perf_counter() - t2
         timings["total"] = time.perf_counter() - t0
         self.stats.last_timings = timings
@@ -241,6 +245,21 @@ class Agent:
         self.watchdog.notify(f"STATUS=seq {stored.seq}: {r.status} {r.value}; outbox {self.outbox.depth()}; "
                              f"{'connected' if self.link.connected else 'offline'}")
         return stored.seq
+
+    def _advance_state(self, payload: bytes) -> None:
+        """Fold the reading just committed into Home Assistant's state and publish that (retained)."""
+        try:
+            advanced = self.meter_state.advance(Reading.model_validate_json(payload))
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            self.error("disk full: Home Assistant's state not updated (%s); the next reading updates it", exc)
+            return
+        if advanced:
+            self.publish_state()
+
+    def publish_state(self) -> None:
+        self.session.keep_retained(topics.state(self.cfg.device_id), self.meter_state.payload())
 
     def _error_reading(self, reason: str) -> Reading:
         return Reading(device_id=self.cfg.device_id, seq=0, taken_at=datetime.now(UTC), value=None,
@@ -305,6 +324,8 @@ class Agent:
         now = time.monotonic()
         self._next_cycle = min(self._next_cycle, now + cfg.interval_s)
         self._next_telemetry = min(self._next_telemetry, now + cfg.telemetry_interval_s)
+        if self.link.connected:
+            self.publish_discovery()  # ha.name, ha.configuration_url or mqtt.ha_discovery may have changed
         log.info("reloaded config and layout (interval %.3gs)", cfg.interval_s)
 
     def _set_value(self, cmd: Command) -> None:
@@ -316,6 +337,8 @@ class Agent:
             self._refuse(Refused("set-value", str(exc)))
             return
         self.outbox.set_reading_state(state)
+        self.meter_state.set_value(cmd.set_value.value, at)
+        self.publish_state()
         log.info("set-value: previous accepted value is now %s (at %s)", cmd.set_value.value, at.isoformat())
 
     # -- telemetry and discovery ----------------------------------------------------------------
@@ -338,7 +361,14 @@ class Agent:
         self.link.publish(topics.telemetry(self.cfg.device_id), self.telemetry().to_json_bytes(), qos=0, retain=True)
 
     def publish_discovery(self) -> None:
+        """Discovery configs (retained); with `mqtt.ha_discovery = false`, empty retained messages on the
+        same topics, which remove the entities from Home Assistant and the configs from the broker."""
+        did = self.cfg.device_id
         if not self.cfg.mqtt.ha_discovery:
+            for topic in discovery.removal_topics(did):
+                self.link.publish(topic, b"", qos=1, retain=True)
             return
-        for topic, config in discovery.discovery_messages(self.cfg.device_id, version=__version__).items():
+        messages = discovery.discovery_messages(did, version=__version__, name=self.cfg.ha.name or None,
+                                                configuration_url=self.cfg.ha.configuration_url or None)
+        for topic, config in messages.items():
             self.link.publish(topic, config.to_json_bytes(), qos=1, retain=True)

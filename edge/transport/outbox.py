@@ -256,6 +256,21 @@ class Outbox:
         with self._tx(durable=True):
             self._set_meta("reading_state", json.dumps(state, sort_keys=True))
 
+    # -- other state kept with the readings -----------------------------------------------------
+    def get_json(self, key: str) -> Any:
+        """A JSON value the agent keeps beside the readings (None when never set)."""
+        raw = self._meta(f"json:{key}")
+        return None if raw is None else json.loads(raw)
+
+    def set_json(self, key: str, value: Any) -> None:
+        with self._tx(durable=True):
+            self._set_meta(f"json:{key}", json.dumps(value, sort_keys=True))
+
+    def payloads_after(self, seq: int) -> Iterator[tuple[int, bytes]]:
+        """(seq, payload) of the readings still kept with a seq above `seq`, oldest first."""
+        for s, p in self.db.execute("SELECT seq, payload FROM readings WHERE seq > ? ORDER BY seq", (seq,)).fetchall():
+            yield int(s), bytes(p)
+
     # -- numbers for telemetry ------------------------------------------------------------------
     @property
     def disk_full(self) -> bool:

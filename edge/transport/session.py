@@ -10,6 +10,10 @@ On each connection: subscribe (commands, acks, whatever the agent asks for), pub
 (0x87, then a dropped connection) gets one refused message, not a window of readings, on every
 reconnect. Then the outbox drains oldest first with at most `mqtt.max_inflight` readings in flight;
 a reading the broker took but the bridge has not acked within `ack_timeout_s` is published again.
+
+Retained topics that must only move forward (the meter's state for Home Assistant) go through
+`keep_retained`: one message per topic in flight, the newest after its PUBACK, and everything again on
+each connection. So paho's resend of an older one after a reconnect can never land after a newer one.
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ class Session:
         self._announce_pending = False
         self._resending = False  # after a reconnect paho resends its in-flight first: hold new ones back
         self._paused_until = 0.0  # after a not-authorised refusal
+        self._retained: dict[str, bytes] = {}  # topic -> the newest payload the broker should keep
+        self._retained_inflight: dict[int, tuple[str, bytes]] = {}  # mid -> (topic, payload)
+        self._retained_acked: dict[str, bytes] = {}  # topic -> payload the broker took on this connection
 
     @property
     def connected(self) -> bool:
@@ -98,6 +105,23 @@ class Session:
                 return
             self.inflight[mid] = row.seq
 
+    def keep_retained(self, topic: str, payload: bytes) -> None:
+        """Have the broker keep `payload` on `topic` (retained, QoS 1), published in call order."""
+        self._retained[topic] = payload
+        self._flush_retained(topic)
+
+    def _flush_retained(self, topic: str) -> None:
+        if not self.link.connected or self.paused or topic not in self._retained:
+            return
+        if any(t == topic for t, _ in self._retained_inflight.values()):
+            return  # the one in flight first (paho resends it after a reconnect); this one after its PUBACK
+        payload = self._retained[topic]
+        if self._retained_acked.get(topic) == payload:
+            return
+        mid = self.link.publish(topic, payload, qos=1, retain=True)
+        if mid is not None:
+            self._retained_inflight[mid] = (topic, payload)
+
     def announce(self) -> None:
         """Retained `online`, then the agent's own announcements. Held back while publishing is paused
         after a refusal: Mosquitto drops the connection after each refused publish."""
@@ -109,6 +133,8 @@ class Session:
         self._announce_pending = False
         self._online_mid = mid
         self.on_announce()
+        for topic in list(self._retained):
+            self._flush_retained(topic)
 
     # -- events ---------------------------------------------------------------------------------
     def handle(self, event: Event) -> Message | None:
@@ -137,6 +163,7 @@ class Session:
         log.info("connected to %s:%d (session present: %s)", self.mqtt_cfg.host, self.mqtt_cfg.port,
                  event.session_present)
         self._resending = bool(self.inflight)
+        self._retained_acked.clear()  # say it all again on every connection (a broker may have lost it)
         did = self.device_id
         self.link.subscribe([(topics.cmd_wildcard(did), 1), (topics.ack(did), 1), *self.subscriptions])
         self._announce_pending = True
@@ -145,6 +172,10 @@ class Session:
     def _on_puback(self, event: PubAck) -> None:
         topic = self.link.settle(event.mid)
         seq = self.inflight.pop(event.mid, None)
+        retained = self._retained_inflight.pop(event.mid, None)
+        if retained is not None and event.refused is None:  # refused: again on the next connection
+            self._retained_acked[retained[0]] = retained[1]
+            self._flush_retained(retained[0])
         opens_session = event.mid == self._online_mid
         if opens_session:
             self._online_mid = None

@@ -11,7 +11,8 @@ import pytest
 from agent_helpers import AgentThread, edge_config
 
 from cloud_bridge.broker import MosquittoBroker
-from contract.payloads import Reading, Telemetry
+from contract.payloads import MeterState, Reading, Telemetry
+from edge.transport.discovery import discovery_messages
 from edge.transport.outbox import Outbox
 
 pytestmark = pytest.mark.mosquitto
@@ -35,13 +36,17 @@ def test_readings_are_published_acked_and_done(broker: MosquittoBroker, tmp_path
     assert col.on("/status")[0].payload == b"online"
     tele = Telemetry.model_validate_json(col.on("/telemetry")[-1].payload)
     assert tele.last_seq == 5 and tele.model == "scripted-test" and tele.version
-    # HA discovery: three retained sensors with the device block
+    # HA discovery: every entity, retained, with the device block; HA's state: the last accepted value
     configs = {m.topic: json.loads(m.payload) for m in col.on("/config")}
-    assert set(configs) == {f"homeassistant/sensor/dev-a/{o}/config"
-                            for o in ("value", "reading_status", "outbox_depth")}
+    assert set(configs) == set(discovery_messages("dev-a", version="x"))
     value = configs["homeassistant/sensor/dev-a/value/config"]
     assert value["device_class"] == "water" and value["state_class"] == "total_increasing"
     assert value["unit_of_measurement"] == "m³" and value["availability_topic"] == "meters/dev-a/status"
+    assert value["state_topic"] == "meters/dev-a/state" and value["name"] is None
+    assert col.wait_for(lambda: col.on("/state") and MeterState.model_validate_json(
+        col.on("/state")[-1].payload).seq == 5)
+    state = MeterState.model_validate_json(col.on("/state")[-1].payload)
+    assert (state.value, state.status, state.value_seq) == ("00100.005", "ok", 5)
 
 
 def test_readings_the_bridge_rejects_are_done_and_counted_in_telemetry(
@@ -128,16 +133,17 @@ def test_a_week_offline_drains_completely(broker: MosquittoBroker, tmp_path: Pat
 
 def test_discovery_again_when_home_assistant_comes_back_and_periodic_telemetry(
         broker: MosquittoBroker, tmp_path: Path, collector_factory: Any) -> None:
-    col = collector_factory(broker.port, ["homeassistant/sensor/#", "meters/dev-a/telemetry"])
+    col = collector_factory(broker.port, ["homeassistant/+/dev-a/+/config", "meters/dev-a/telemetry"])
     cfg = edge_config(tmp_path, broker.port, interval_s=3600, telemetry_interval_s=0.2)
+    n = len(discovery_messages("dev-a", version="x"))
     at = AgentThread(cfg).start()
     try:
-        assert col.wait_for(lambda: len(col.on("/config")) == 3)
+        assert col.wait_for(lambda: len(col.on("/config")) == n)
         assert col.wait_for(lambda: len(col.on("/telemetry")) >= 4), "telemetry is not periodic"
         tele = Telemetry.model_validate_json(col.on("/telemetry")[-1].payload)
         assert tele.free_disk_bytes and tele.free_disk_bytes > 0 and tele.uptime_s > 0
         col.c.publish("homeassistant/status", b"online", qos=1)
-        assert col.wait_for(lambda: len(col.on("/config")) == 6), "discovery not republished for HA's birth"
+        assert col.wait_for(lambda: len(col.on("/config")) == 2 * n), "discovery not republished for HA's birth"
     finally:
         at.stop()
 

@@ -4,17 +4,32 @@ an unknown one (`not_found`)."""
 
 from __future__ import annotations
 
+import logging
+import re
+from zoneinfo import ZoneInfo
+
 from markupsafe import Markup
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from cloud_bridge.residents import CorrectionResult, ResidentError, correct_reading
 from cloud_bridge.store.engine import read_only
+from cloud_bridge.store.tables import bindings, readings
+from cloud_bridge.submission.passes import window_rule
+from cloud_bridge.submission.periods import Period
 from cloud_bridge.web.charts import bar_chart
+from cloud_bridge.web.feed import Event, payer_events
 from cloud_bridge.web.pages import NotFound, client_address, formats, gettext, render, require_user, web
-from cloud_bridge.web.portal import HISTORY_ROWS, PayerView, payer_view
+from cloud_bridge.web.portal import HISTORY_ROWS, PayerView, ReadingRow, payer_view, reason_code
 from cloud_bridge.web.users import PAYER_CODE, is_linked, linked_payers, redeem_link_code
+from cloud_bridge.web.words import Words
+from contract.payloads import VALUE_PATTERN
 
+log = logging.getLogger(__name__)
+VALUE = re.compile(VALUE_PATTERN)
 SHORT_HISTORY = 20  # readings per meter on the page; ?all=1 shows the portal's whole history
 
 
@@ -103,9 +118,146 @@ async def payer_json(request: Request) -> Response:
     return JSONResponse(view.to_json())
 
 
+def _reading_of(request: Request, code: str) -> ReadingRow:
+    """The reading of the URL when it belongs to `code` (a linked payer); otherwise NotFound."""
+    raw = request.path_params["reading_id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise NotFound()
+    w = web(request)
+    with read_only(w.engine) as conn:
+        r = conn.execute(
+            select(readings.c.id, readings.c.taken_at, readings.c.value, readings.c.status, readings.c.reason,
+                   bindings.c.meter_serial)
+            .join(bindings, bindings.c.id == readings.c.binding_id)
+            .where(readings.c.id == int(raw), bindings.c.payer_code == code)).first()
+    if r is None:
+        raise NotFound()
+    return ReadingRow(r.id, r.taken_at, r.meter_serial, r.value, r.status, reason_code(r.reason), r.reason)
+
+
+def _correction_page(request: Request, code: str, reading: ReadingRow, status_code: int = 200,
+                     **context: object) -> Response:
+    w = web(request)
+    with read_only(w.engine) as conn:
+        view = payer_view(conn, w.config, code, w.now())
+    history = [c for c in view.corrections if c.reading_id == reading.id]
+    if history:
+        reading.corrected_value = history[0].value
+    meter = next((m for m in view.meters if m.serial == reading.meter_serial), None)
+    return render(request, "correct.html", status_code=status_code, v=view, r=reading, meter=meter,
+                  history=history, reading_period=str(Period.of(reading.taken_at, ZoneInfo(view.timezone))),
+                  **context)
+
+
+async def correct(request: Request) -> Response:
+    code = _linked_code(request)
+    reading = _reading_of(request, code)
+    if request.method == "GET":
+        return _correction_page(request, code, reading)
+    w = web(request)
+    t = gettext(request)
+    form = await request.form()
+    value = str(form.get("value", "")).strip().replace(",", ".")[:24]
+    note = str(form.get("note", "")).strip()[:500] or None
+    if not VALUE.match(value):
+        return _correction_page(request, code, reading, 400, value=value, note=note, error=t.gettext(
+            "Enter the number the meter shows, digits with a point or comma, e.g. 00123.456."))
+    try:
+        result = await run_in_threadpool(correct_reading, w.engine, w.config, reading.id, value, by="resident",
+                                         note=note, at=w.now(), clock=w.now)
+    except ResidentError as exc:
+        log.warning("correction of reading %s refused: %s", reading.id, exc)
+        return _correction_page(request, code, reading, 400, value=value, note=note,
+                                error=t.gettext("This correction cannot be recorded. Reload the page and try again."))
+    return _correction_page(request, code, reading, outcome=outcome(request, result))
+
+
+def outcome(request: Request, result: CorrectionResult) -> dict[str, str]:
+    """What happens next, in words: `{"tone": ok|warn|error, "text": ...}`."""
+    t = gettext(request)
+    f = formats(request)
+    words = Words(t)
+    verdict = getattr(result, "verdict", None)
+    if result.action == "refused" and verdict is not None:
+        low, high = verdict.plausible_low, verdict.plausible_high
+        if low is not None and high is not None:
+            span = t.gettext("between %(low)s and %(high)s m³") % {"low": f.number(low), "high": f.number(high)}
+        elif low is not None:
+            span = t.gettext("at least %(low)s m³") % {"low": f.number(low)}
+        elif high is not None:
+            span = t.gettext("at most %(high)s m³") % {"high": f.number(high)}
+        else:
+            span = ""
+        text = t.gettext("Not accepted: %(value)s m³ does not fit this meter's readings around that time.") % {
+            "value": result.value}
+        if span:
+            text += " " + t.gettext("A plausible value is %(span)s. Check the number on the meter.") % {"span": span}
+        return {"tone": "error", "text": text}
+    if result.action == "review":
+        return {"tone": "warn", "text": t.gettext(
+            "Kept for review: there are no readings around that time to check it against. The utility will "
+            "confirm it before it is billed.")}
+    s = result.submission
+    if s is not None:
+        if s.state == "accepted":
+            return {"tone": "ok", "text": t.gettext("Sent to billing and accepted.")}
+        if s.state == "refused":
+            return {"tone": "error", "text": t.gettext("Sent to billing, which refused it: %(why)s.") % {
+                "why": words.refusal(s.reason)}}
+        return {"tone": "ok", "text": t.gettext(
+            "Recorded. Billing did not answer yet; it is sent again with the next submission pass.")}
+    if result.period is None:
+        return {"tone": "warn", "text": t.gettext("Recorded; the reading belongs to no meter of a payer, so it is "
+                                                  "not sent to billing.")}
+    w = web(request)
+    rule = window_rule(w.config)
+    period = Period.parse(result.period)
+    opens, closes = rule.window(period)
+    now = w.now()
+    if now < opens:
+        return {"tone": "ok", "text": t.gettext(
+            "Recorded. It is sent with the first submission pass after the window opens on %(opens)s.") % {
+            "opens": f.when(opens)}}
+    if now >= closes:
+        return {"tone": "warn", "text": t.gettext(
+            "Recorded, but the window for %(period)s closed on %(closes)s, so it is not sent to billing.") % {
+            "period": f.month(str(period)), "closes": f.until(closes)}}
+    return {"tone": "ok", "text": t.gettext(
+        "Recorded. Billing already has this value, or a later reading of the meter counts for the period.")}
+
+
+def _events(request: Request, user_id: int) -> list[Event]:
+    w = web(request)
+    now = w.now()
+    events: list[Event] = []
+    with read_only(w.engine) as conn:
+        for code in linked_payers(conn, user_id):
+            events.extend(payer_events(conn, w.config, code, now))
+    events.sort(key=lambda e: (e.at, e.id), reverse=True)
+    return events
+
+
+async def notifications(request: Request) -> Response:
+    user = require_user(request, role="resident")
+    return render(request, "notifications.html", events=_events(request, user.id))
+
+
+async def notifications_json(request: Request) -> Response:
+    """The same feed for the utility's sender: kind, time (UTC), payer, meter, value, period, points, and
+    `text` in the visitor's language."""
+    user = require_user(request, role="resident")
+    t = gettext(request)
+    f = formats(request)
+    words = Words(t)
+    return JSONResponse({"events": [{**e.to_json(), "text": words.event(e, f)} for e in _events(request, user.id)]})
+
+
 routes: list[BaseRoute] = [
     Route("/me", my_meters),
+    Route("/me/notifications", notifications),
+    Route("/me/notifications.json", notifications_json),
     Route("/me/link", link, methods=["POST"]),
     Route("/payer/{code:str}.json", payer_json),
+    Route("/payer/{code:str}/reading/{reading_id:str}", correct, methods=["GET", "POST"]),
     Route("/payer/{code:str}", payer_page),
 ]

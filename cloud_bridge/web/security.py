@@ -60,7 +60,11 @@ def read_or_create_secret(path: Path, nbytes: int = 32) -> bytes:
     return value
 
 
-_hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
+# argon2id with OWASP's minimum (19 MiB, 2 passes, 1 lane): a hash costs ~0.1 s on a free core, and
+# one sign-in does not tie up both cores of a small server (the library's default, 64 MiB and 4 lanes,
+# took 2.6 s here under load). Stored hashes carry their parameters, so raising these later still
+# verifies old ones.
+_hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 _DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
 
 

@@ -3,10 +3,14 @@ a refusal by billing. Residents never see `decreasing_value` or `frame_failed: �
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from babel.support import NullTranslations
+
+
+OFFLINE = timedelta(days=1)  # feed.OFFLINE_AFTER: an offline event comes a day after the device was last heard
 
 
 def N_(message: str) -> str:  # marks a msgid for extraction; translated where shown
@@ -95,6 +99,39 @@ class Words:
     def by(self, who: str) -> str:
         return {"resident": self._("you"), "installer": self._("installer"),
                 "operator": self._("the utility")}.get(who, who)
+
+    def event(self, e: Any, fmt: Any) -> str:
+        """One notification in a sentence (`e`: feed.Event, `fmt`: i18n.Formats)."""
+        if e.kind == "billed":
+            return self._("Billing accepted %(value)s m³ of meter %(meter)s for %(period)s.") % {
+                "value": e.value, "meter": e.meter_serial, "period": fmt.month(e.period)}
+        if e.kind == "points":
+            return self._("%(points)d loyalty points credited for %(period)s.") % {
+                "points": e.points, "period": fmt.month(e.period)}
+        if e.kind == "offline":
+            return self._("The device of meter %(meter)s has not been heard from since %(since)s. Check its "
+                          "power and network.") % {"meter": e.meter_serial, "since": fmt.when(e.at - OFFLINE)}
+        if e.kind == "attention":
+            return self._("Meter %(meter)s has no reading sure enough for %(period)s. Correct a reading before "
+                          "%(until)s, or check the device.") % {
+                "meter": e.meter_serial, "period": fmt.month(e.period), "until": fmt.until(e.until)}
+        if e.kind == "correction":
+            what = self.submission(e.state) if e.state else self._("kept; the next submission pass uses it")
+            return self._("Your correction of meter %(meter)s to %(value)s m³: %(what)s.") % {
+                "meter": e.meter_serial, "value": e.value, "what": what}
+        return e.kind  # type: ignore[no-any-return]
+
+    def correction(self, c: Any) -> str:
+        """What became of a correction (`c`: portal.CorrectionRow)."""
+        state = getattr(c, "state", None)
+        if state == "refused":
+            return self._("not accepted: it does not fit the meter's other readings")
+        if state == "review":
+            return self._("waiting for the utility to confirm it")
+        if c.submission_state:
+            text = self.submission(c.submission_state)
+            return f"{text}: {self.refusal(c.submission_reason)}" if c.submission_reason else text
+        return self._("kept; the next submission pass uses it")
 
     def kind(self, kind: str) -> str:
         return self._("cold water") if kind == "cold" else self._("hot water")

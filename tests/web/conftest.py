@@ -41,11 +41,11 @@ def portal_factory(tmp_path: Path) -> Iterator[Any]:
     """portal_factory(**web settings) → a Portal on a seeded store, clock fixed at NOW."""
     stack: list[Any] = []
 
-    def make(**web: Any) -> Portal:
+    def make(billing_url: str = "http://127.0.0.1:9", **web: Any) -> Portal:
         url = f"sqlite:///{tmp_path / 'bridge.db'}"
         engine = open_store(url)
         world = seed(engine)
-        config = make_config(url, tmp_path, **web)
+        config = make_config(url, tmp_path, billing_url, **web)
         ctx = serve(engine, config, clock=lambda: NOW)
         base = ctx.__enter__()
         stack.append((ctx, engine))

@@ -31,9 +31,10 @@ UNKNOWN = "9999999999"
 PASSWORD = "correct horse battery"
 
 
-def make_config(db_url: str, tmp: Path, **web: Any) -> BridgeConfig:
-    return BridgeConfig(database_url=db_url, billing={"url": "http://127.0.0.1:9"},
-                        loyalty={"url": "http://127.0.0.1:9"},
+def make_config(db_url: str, tmp: Path, billing_url: str = "http://127.0.0.1:9", **web: Any) -> BridgeConfig:
+    return BridgeConfig(database_url=db_url, billing={"url": billing_url}, loyalty={"url": billing_url},
+                        submission={"timeout_s": 2.0, "max_attempts_per_pass": 2, "backoff_base_s": 0.05,
+                                    "backoff_max_s": 0.2, "max_wait_in_pass_s": 1.0},
                         web={"secret_file": str(tmp / "web" / "session.key"),
                              "sso": {"secret_file": str(tmp / "web" / "sso.key")}, **web})
 

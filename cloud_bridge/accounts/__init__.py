@@ -36,6 +36,7 @@ __all__ = [
     "admin_for",
     "list_accounts",
     "remove_account",
+    "retire_device_on_broker",
     "rotate_password",
 ]
 
@@ -115,6 +116,22 @@ def remove_account(admin: DynSecAdmin, name: str) -> bool:
     if gone:
         admin.delete_role(DEVICE_ROLE_PREFIX + name)
     return gone
+
+
+def retire_device_on_broker(admin: DynSecAdmin, device_id: str) -> list[str]:
+    """Revoke the device's account (the broker disconnects it at once) and clear its retained topics:
+    status, telemetry, state and every Home Assistant discovery config under its node id, so HA removes
+    its entities. Returns the topics cleared."""
+    import time
+
+    from contract import topics
+
+    remove_account(admin, device_id)
+    time.sleep(0.3)  # the kicked device's last will (`offline`, retained) lands before we clear it
+    found = admin.retained(f"{topics.HA_DISCOVERY_PREFIX}/+/{device_id}/+/config")
+    cleared = [topics.status(device_id), topics.telemetry(device_id), topics.state(device_id), *sorted(found)]
+    admin.clear_retained(cleared)
+    return cleared
 
 
 def list_accounts(admin: DynSecAdmin) -> list[Account]:

@@ -69,6 +69,8 @@ class DynSecAdmin:
                  timeout_s: float = 10.0) -> None:
         self.host, self.port, self.timeout_s = host, port, timeout_s
         self._answers: dict[str, dict[str, Any]] = {}
+        self._retained: dict[str, bytes] = {}
+        self._pubacks: dict[int, int] = {}
         self._cond = threading.Condition()
         self._connack: Any = None
         self._subscribed = threading.Event()
@@ -80,6 +82,7 @@ class DynSecAdmin:
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *_a: self._subscribed.set()
         self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
         self.username = username
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
@@ -88,6 +91,11 @@ class DynSecAdmin:
             client.subscribe(RESPONSE_TOPIC, qos=1)
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic != RESPONSE_TOPIC:
+            if msg.retain:
+                with self._cond:
+                    self._retained[msg.topic] = bytes(msg.payload)
+            return
         try:
             responses = json.loads(msg.payload)["responses"]
         except (ValueError, KeyError, TypeError):
@@ -96,6 +104,11 @@ class DynSecAdmin:
             for r in responses:
                 if isinstance(r, dict) and "correlationData" in r:
                     self._answers[r["correlationData"]] = r
+            self._cond.notify_all()
+
+    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, rc: Any = None, _p: Any = None) -> None:
+        with self._cond:
+            self._pubacks[mid] = int(getattr(rc, "value", 0))
             self._cond.notify_all()
 
     def __enter__(self) -> DynSecAdmin:
@@ -186,3 +199,35 @@ class DynSecAdmin:
     def list_clients(self) -> list[dict[str, Any]]:
         got = self.call("listClients", verbose=True)
         return list(got.get("data", {}).get("clients", []))
+
+    # -- retained topics (a retired device's status, telemetry, state and HA discovery) ------------
+    def retained(self, topic_filter: str, *, settle_s: float = 0.5) -> dict[str, bytes]:
+        """The retained messages under `topic_filter` (they arrive right after the SUBACK)."""
+        with self._cond:
+            self._retained.clear()
+        done = threading.Event()
+        prev = self.client.on_subscribe
+        self.client.on_subscribe = lambda *_a: done.set()
+        self.client.subscribe(topic_filter, qos=1)
+        try:
+            if not done.wait(self.timeout_s):
+                raise DynSecError(f"the broker did not answer the subscription to {topic_filter}")
+            time.sleep(settle_s)
+        finally:
+            self.client.unsubscribe(topic_filter)
+            self.client.on_subscribe = prev
+        with self._cond:
+            return {t: p for t, p in self._retained.items() if p}
+
+    def clear_retained(self, topic_names: list[str]) -> None:
+        """Publish an empty retained message on each topic (MQTT's way to delete a retained one)."""
+        mids = []
+        for t in topic_names:
+            info = self.client.publish(t, b"", qos=1, retain=True)
+            mids.append(info.mid)
+        with self._cond:
+            if not self._cond.wait_for(lambda: all(m in self._pubacks for m in mids), timeout=self.timeout_s):
+                raise DynSecError("the broker did not confirm clearing the retained topics")
+            refused = [t for t, m in zip(topic_names, mids, strict=True) if self._pubacks[m] >= 0x80]
+        if refused:
+            raise DynSecError(f"the broker refused clearing {', '.join(refused)} (check the {ADMIN_ROLE} role)")

@@ -109,6 +109,13 @@ def _require_device(conn: Connection, device_id: str) -> None:
         raise RegistryError(f"unknown device {device_id}: add it first with `meter-bridge devices add {device_id}`")
 
 
+def _require_active(conn: Connection, device_id: str) -> None:
+    _require_device(conn, device_id)
+    if retired_at(conn, device_id) is not None:
+        raise RegistryError(f"device {device_id} is retired: a new Pi needs its own id (`devices add`, then "
+                            "`devices replace`)")
+
+
 def _ensure_meter(conn: Connection, serial: str, kind: MeterKind | None, now: datetime) -> MeterKind:
     check_meter_serial(serial)
     have = conn.execute(select(meters.c.kind).where(meters.c.serial == serial)).scalar()
@@ -161,7 +168,7 @@ def _open_binding(conn: Connection, device_id: str, serial: str, kind: MeterKind
 def bind(conn: Connection, device_id: str, *, meter_serial: str, kind: MeterKind | None, payer_code: str,
          address: str | None, now: datetime | None = None) -> Binding:
     """Bind an unbound device. A device already bound needs `rebind` (so nobody moves one by accident)."""
-    _require_device(conn, device_id)
+    _require_active(conn, device_id)
     check_payer_code(payer_code)
     current = binding_in_force(conn, device_id)
     if current is not None:
@@ -175,7 +182,7 @@ def bind(conn: Connection, device_id: str, *, meter_serial: str, kind: MeterKind
 def rebind(conn: Connection, device_id: str, *, meter_serial: str, payer_code: str, kind: MeterKind | None = None,
            address: str | None = None, now: datetime | None = None) -> tuple[Binding, Binding]:
     """Close the device's open binding and open a new one at the same instant. Returns (old, new)."""
-    _require_device(conn, device_id)
+    _require_active(conn, device_id)
     check_payer_code(payer_code)
     now = now or utcnow()
     current = binding_in_force(conn, device_id)
@@ -197,6 +204,48 @@ def unbind(conn: Connection, device_id: str, *, now: datetime | None = None) -> 
     now = now or utcnow()
     conn.execute(bindings.update().where(bindings.c.id == current.id).values(valid_to=now))
     return Binding(**{**asdict(current), "valid_to": now})
+
+
+def retired_at(conn: Connection, device_id: str) -> datetime | None:
+    return conn.execute(select(devices.c.retired_at).where(devices.c.device_id == device_id)).scalar()
+
+
+def retire(conn: Connection, device_id: str, *, now: datetime | None = None) -> Binding | None:
+    """Mark the device retired and close its binding (if any). Its readings and bindings stay as they are.
+    Returns the binding it closed."""
+    _require_device(conn, device_id)
+    if retired_at(conn, device_id) is not None:
+        raise RegistryError(f"device {device_id} is retired already")
+    now = now or utcnow()
+    closed = unbind(conn, device_id, now=now) if binding_in_force(conn, device_id) else None
+    conn.execute(devices.update().where(devices.c.device_id == device_id).values(retired_at=now))
+    return closed
+
+
+def replace(conn: Connection, old: str, new: str, *, now: datetime | None = None) -> tuple[Binding, Binding]:
+    """A new Pi at the same meter: OLD's binding is closed and NEW is bound to the same meter and payer at
+    the same instant, so the meter's history goes on; OLD is retired. Returns (closed, opened)."""
+    _require_device(conn, old)
+    _require_device(conn, new)
+    if old == new:
+        raise RegistryError("OLD and NEW are the same device")
+    if retired_at(conn, old) is not None:
+        by = conn.execute(select(devices.c.replaced_by).where(devices.c.device_id == old)).scalar()
+        raise RegistryError(f"device {old} is retired already" + (f" (replaced by {by})" if by else ""))
+    if retired_at(conn, new) is not None:
+        raise RegistryError(f"device {new} is retired: add a new device id for the new Pi")
+    current = binding_in_force(conn, old)
+    if current is None:
+        raise RegistryError(f"device {old} is not bound to a meter: bind {new} with `meter-bridge bind` instead")
+    other = binding_in_force(conn, new)
+    if other is not None:
+        raise RegistryError(f"device {new} is already bound to meter {other.meter_serial}: unbind it first")
+    now = now or utcnow()
+    closed = retire(conn, old, now=now)
+    assert closed is not None
+    opened = _open_binding(conn, new, current.meter_serial, None, current.payer_code, None, now)
+    conn.execute(devices.update().where(devices.c.device_id == old).values(replaced_by=new))
+    return closed, opened
 
 
 @dataclass(frozen=True)

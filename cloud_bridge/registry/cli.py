@@ -1,4 +1,4 @@
-"""Installer commands: `devices add|list|show`, `bind`, `rebind`, `unbind`."""
+"""Installer commands: `devices add|list|show|unbind|retire|replace`, `bind`, `rebind`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cloud_bridge import registry
-from cloud_bridge.accounts import AccountError, add_device_account, admin_for
+from cloud_bridge.accounts import AccountError, add_device_account, admin_for, retire_device_on_broker
 from cloud_bridge.broker import write_secret
 from cloud_bridge.cli_common import fail, load_config, open_engine
 from cloud_bridge.registry import (
@@ -76,6 +76,8 @@ def add(ctx: click.Context, device_id: str, note: str | None, reissue: bool, pas
             if reissue:
                 if not device_exists(conn, device_id):
                     raise RegistryError(f"unknown device {device_id}: add it without --new-password")
+                if registry.retired_at(conn, device_id) is not None:
+                    raise RegistryError(f"device {device_id} is retired: a new Pi needs its own id")
             else:
                 add_device(conn, device_id, note)
             # Inside the transaction: if the broker refuses, the device is not added.
@@ -242,10 +244,82 @@ def rebind(ctx: click.Context, device_id: str, meter_serial: str, kind: MeterKin
                    f" (binding {new.id})")
 
 
-@click.command("unbind")
+@devices.command("unbind")
 @click.argument("device_id")
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def unbind(ctx: click.Context, device_id: str) -> None:
-    """Close DEVICE_ID's binding (meter removed). Its readings are refused until it is bound again."""
+def unbind(ctx: click.Context, device_id: str, as_json: bool) -> None:
+    """Close DEVICE_ID's binding (meter removed). Its readings are refused until it is bound again;
+    readings stored before stay with the binding they were stored under."""
     old: Binding = _run_registry(ctx, lambda conn: registry.unbind(conn, device_id))
+    if as_json:
+        _print_json({"closed": old.as_json(show_payer=True)})
+        return
     click.echo(f"closed binding {old.id} (meter {old.meter_serial}) at {_t(old.valid_to)}")
+
+
+def _retire_on_broker(cfg: Any, device_id: str) -> list[str]:
+    with admin_for(cfg) as admin:
+        return retire_device_on_broker(admin, device_id)
+
+
+@devices.command("retire")
+@click.argument("device_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def retire(ctx: click.Context, device_id: str, as_json: bool) -> None:
+    """Retire DEVICE_ID for good (stolen, broken, scrapped).
+
+    Revokes its broker account (the broker disconnects it at once), closes its binding, and clears its
+    retained topics (status, telemetry, state) and its Home Assistant discovery, so HA removes its
+    entities. Its readings and binding history are kept. A new Pi gets a new id: `devices add NEW`,
+    then `devices replace OLD NEW` instead of this, to keep the meter's binding.
+    """
+    cfg = load_config(ctx)
+    engine = open_engine(ctx)
+    try:
+        with engine.begin() as conn:
+            closed = registry.retire(conn, device_id)
+            # Inside the transaction: if the broker cannot be reached, the device is not marked retired.
+            cleared = _retire_on_broker(cfg, device_id)
+    except (RegistryError, AccountError) as exc:
+        fail(str(exc))
+    finally:
+        engine.dispose()
+    if as_json:
+        _print_json({"device_id": device_id, "closed": closed.as_json(show_payer=True) if closed else None,
+                     "cleared": cleared})
+        return
+    click.echo(f"retired {device_id}: broker account revoked, {len(cleared)} retained topic(s) cleared"
+               + (f", binding {closed.id} (meter {closed.meter_serial}) closed" if closed else ""))
+
+
+@devices.command("replace")
+@click.argument("old")
+@click.argument("new")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def replace(ctx: click.Context, old: str, new: str, as_json: bool) -> None:
+    """A new Pi (NEW, added with `devices add NEW`) at OLD's meter.
+
+    NEW is bound to the same meter and payer from now on, so the meter's history goes on; OLD is retired
+    (account revoked, retained topics cleared, its readings kept). Then tell NEW the meter's value:
+    `meter-bridge cmd NEW set-value V`.
+    """
+    cfg = load_config(ctx)
+    engine = open_engine(ctx)
+    try:
+        with engine.begin() as conn:
+            closed, opened = registry.replace(conn, old, new)
+            cleared = _retire_on_broker(cfg, old)
+    except (RegistryError, AccountError) as exc:
+        fail(str(exc))
+    finally:
+        engine.dispose()
+    if as_json:
+        _print_json({"retired": old, "closed": closed.as_json(show_payer=True),
+                     "binding": opened.as_json(show_payer=True), "cleared": cleared})
+        return
+    click.echo(f"{new} now reads meter {opened.meter_serial} for payer {mask_payer(opened.payer_code)} "
+               f"(binding {opened.id}); {old} retired ({len(cleared)} retained topic(s) cleared)")
+    click.echo(f"next: meter-bridge cmd {new} set-value <the meter's value now>")

@@ -79,6 +79,9 @@ devices = Table(
     Column("device_id", String(64), primary_key=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("note", Text),
+    # `devices retire`: its account revoked, its retained topics cleared; its readings stay.
+    Column("retired_at", UtcDateTime),
+    Column("replaced_by", String(64)),  # `devices replace OLD NEW`: the Pi that took over its meter
 )
 
 meters = Table(
@@ -301,4 +304,22 @@ web_failures = Table(
     Column("key", String(300), nullable=False),  # login:<login>, ip:<address>, link:<user id>
     Column("at", UtcDateTime, nullable=False),
     Index("ix_web_failures_key_at", "key", "at"),
+)
+
+# Every command an operator sent to a device (`meter-bridge cmd`, the fleet page): who, when, what, and
+# the device's answer (`meters/{id}/cmd/{name}/result`), or why none came.
+command_log = Table(
+    "command_log", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("command_id", String(32), nullable=False),  # the `id` sent with the command, echoed in the answer
+    Column("device_id", String(64), nullable=False),
+    Column("name", String(16), nullable=False),
+    Column("args", Text),  # JSON, e.g. {"value": "00123.456", "at": "…"}
+    Column("requested_by", String(254), nullable=False),
+    Column("requested_at", UtcDateTime, nullable=False),
+    Column("state", String(16), nullable=False),  # sent | done | accepted | refused | no_answer | blocked
+    Column("reason", Text),
+    Column("answered_at", UtcDateTime),
+    UniqueConstraint("command_id"),
+    Index("ix_command_log_device_id_requested_at", "device_id", "requested_at"),
 )

@@ -93,6 +93,13 @@ class FleetSection(Section):
     sweep_every_s: float = Field(60.0, gt=0, description="Full recount of bridge/fleet and stale devices.")
 
 
+class MetricsSection(Section):
+    host: str = Field("127.0.0.1", description="Where `meter-bridge run` serves /metrics and /healthz "
+                      "(loopback: put a proxy or Prometheus on the same host).")
+    port: int = Field(9464, ge=0, le=65535, description="Port of worker 0's /metrics and /healthz; worker i "
+                      "uses port + i. 0: no metrics listener.")
+
+
 class BridgeConfig(TomlEnvSettings):
     model_config = SettingsConfigDict(
         env_prefix="BRIDGE_", env_nested_delimiter="__", extra="forbid", case_sensitive=False)
@@ -109,6 +116,7 @@ class BridgeConfig(TomlEnvSettings):
     fleet: FleetSection = Field(default_factory=FleetSection)  # type: ignore[arg-type]
     submission: SubmissionSection = Field(default_factory=SubmissionSection)  # type: ignore[arg-type]
     web: WebSection = Field(default_factory=WebSection)  # type: ignore[arg-type]
+    metrics: MetricsSection = Field(default_factory=MetricsSection)  # type: ignore[arg-type]
 
     @field_validator("database_url")
     @classmethod

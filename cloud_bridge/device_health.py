@@ -19,9 +19,17 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_, select, true
 
-from cloud_bridge.config import FleetSection
-from cloud_bridge.fleet import stale_after
-from cloud_bridge.store.tables import bindings, device_status, device_telemetry, devices, meters, readings
+from cloud_bridge.config import FleetSection, WindowSection
+from cloud_bridge.fleet import current_period, stale_after
+from cloud_bridge.store.tables import (
+    bindings,
+    device_status,
+    device_telemetry,
+    devices,
+    meters,
+    readings,
+    submissions,
+)
 from contract.payloads import format_utc, mask_payer
 
 
@@ -138,3 +146,54 @@ def device_health(conn: Connection, now: datetime, fleet: FleetSection,
             cpu_temp_c=r.cpu_temp_c, free_disk_bytes=r.free_disk_bytes, disk_full=r.disk_full,
             uptime_s=r.uptime_s, model=r.model or r.reading_model or None, version=r.version or None))
     return out
+
+
+@dataclass(frozen=True)
+class PeriodProgress:
+    """How far the current period's submissions are: each bound meter counted once."""
+
+    period: str
+    window_opens: datetime
+    window_closes: datetime
+    window_open: bool
+    meters_bound: int
+    by_state: dict[str, int]
+    not_billed: int
+    corrections_accepted: int
+
+    @property
+    def accepted(self) -> int:
+        return self.by_state.get("accepted", 0)
+
+
+def meter_states(conn: Connection, period: str) -> dict[tuple[str, str], str]:
+    """{(payer, meter): state} for the period: `accepted` when any of its rows was accepted (the first
+    submission or a correction), else the state of its newest row."""
+    rows = conn.execute(select(submissions.c.payer_code, submissions.c.meter_serial, submissions.c.state)
+                        .where(submissions.c.period == period).order_by(submissions.c.id)).all()
+    states: dict[tuple[str, str], str] = {}
+    for r in rows:
+        key = (r.payer_code, r.meter_serial)
+        if states.get(key) != "accepted":
+            states[key] = r.state
+    return states
+
+
+def period_progress(conn: Connection, now: datetime, window: WindowSection) -> PeriodProgress:
+    from cloud_bridge.submission.periods import Period, WindowRule
+
+    period = current_period(now, window)
+    opens, closes = WindowRule(window.start_day, window.end_day, window.timezone).window(Period.parse(period))
+    states = meter_states(conn, period)
+    bound = {(r.payer_code, r.meter_serial) for r in conn.execute(
+        select(bindings.c.payer_code, bindings.c.meter_serial).where(bindings.c.valid_to.is_(None))).all()}
+    by_state: dict[str, int] = {}
+    for state in states.values():
+        by_state[state] = by_state.get(state, 0) + 1
+    corrections = conn.execute(select(func.count()).where(and_(
+        submissions.c.period == period, submissions.c.idempotency_key.like("%:c%"),
+        submissions.c.state == "accepted"))).scalar_one()
+    return PeriodProgress(period=period, window_opens=opens, window_closes=closes, window_open=opens <= now < closes,
+                          meters_bound=len(bound), by_state=by_state,
+                          not_billed=sum(1 for k in bound if states.get(k) != "accepted"),
+                          corrections_accepted=int(corrections))

@@ -13,6 +13,8 @@ import time
 from types import FrameType
 
 import click
+from prometheus_client import CollectorRegistry
+from sqlalchemy import Engine
 
 from cloud_bridge.cli_common import fail, load_config, open_engine
 from cloud_bridge.config import BridgeConfig
@@ -20,6 +22,7 @@ from cloud_bridge.fleet import FleetPublisher
 from cloud_bridge.ingest.mqtt_source import MqttSource
 from cloud_bridge.ingest.source import SourceError
 from cloud_bridge.ingest.worker import IngestWorker, PeriodicTask
+from cloud_bridge.metrics import IngestMetrics, MetricsServer, StoreCollector, health
 
 log = logging.getLogger("cloud_bridge.ingest")
 TASKS_MODULE = "cloud_bridge.submission.timer"  # optional: `periodic_tasks(cfg, engine) -> list[PeriodicTask]`
@@ -44,6 +47,29 @@ def _periodic_tasks(cfg: BridgeConfig, engine: object) -> list[PeriodicTask]:
     return list(module.periodic_tasks(cfg, engine))
 
 
+def _metrics(cfg: BridgeConfig, engine: Engine, source: MqttSource, index: int,
+             client_id: str) -> tuple[IngestMetrics, MetricsServer | None]:
+    """This worker's metrics, served on metrics.port + index (0: not served). Worker 0 also exports the
+    fleet-wide metrics computed from the store. A port in use is reported and ingest goes on without
+    a listener: metrics must never stop ingest."""
+    registry = CollectorRegistry()
+    metrics = IngestMetrics(registry, client_id)
+    metrics.follow_source(registry, lambda: source.connected, lambda: source.connects)
+    if index == 0:
+        registry.register(StoreCollector(engine, cfg))
+    if not cfg.metrics.port:
+        return metrics, None
+    port = cfg.metrics.port + index
+    try:
+        server = MetricsServer(cfg.metrics.host, port, registry, lambda: health(engine, lambda: source.connected))
+    except OSError as exc:
+        log.error("no /metrics for %s: cannot listen on %s:%d (%s); set metrics.port (BRIDGE_METRICS__PORT), "
+                  "0 turns the listener off", client_id, cfg.metrics.host, port, exc.strerror or exc)
+        return metrics, None
+    click.echo(f"{client_id}: /metrics and /healthz on http://{cfg.metrics.host}:{server.port}/", err=True)
+    return metrics, server.start()
+
+
 def run_worker(ctx: click.Context, index: int, client_id: str | None) -> None:
     cfg = load_config(ctx)
     engine = open_engine(ctx, migrate=index == 0)
@@ -59,12 +85,15 @@ def run_worker(ctx: click.Context, index: int, client_id: str | None) -> None:
     fleet = FleetPublisher(engine, lambda t, p, q, r: source.publish(t, p, qos=q, retain=r), cfg.fleet,
                            cfg.window, sweep=index == 0)
     tasks = _periodic_tasks(cfg, engine) if index == 0 else []
-    worker = IngestWorker(engine, source, cfg, shard=client_id, fleet=fleet, tasks=tasks)
+    metrics, server = _metrics(cfg, engine, source, index, client_id)
+    worker = IngestWorker(engine, source, cfg, shard=client_id, fleet=fleet, tasks=tasks, metrics=metrics)
     click.echo(f"{client_id}: ingesting from {cfg.mqtt.host}:{cfg.mqtt.port} into "
                f"{engine.url.render_as_string(hide_password=True)} (pid {os.getpid()})", err=True)
     try:
         worker.run(stop)
     finally:
+        if server is not None:
+            server.stop()
         source.stop()
         engine.dispose()
     s = worker.stats
@@ -121,7 +150,9 @@ def run(ctx: click.Context, workers: int | None, worker_index: int | None, clien
 
     Each worker keeps a persistent MQTT session under a stable client id and shares
     $share/<group>/meters/+/reading with the others; worker 0 also follows meters/+/status and
-    sweeps the fleet state. Stops cleanly on SIGTERM or Ctrl-C (the current batch is finished).
+    meters/+/telemetry and sweeps the fleet state. Each worker serves /metrics and /healthz on
+    metrics.host:metrics.port + its index (metrics.port = 0: none). Stops cleanly on SIGTERM or
+    Ctrl-C (the current batch is finished).
     """
     cfg = load_config(ctx)
     n = workers or cfg.ingest.workers

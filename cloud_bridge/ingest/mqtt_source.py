@@ -86,6 +86,10 @@ class MqttSource:
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         self._queue.put(Message(msg.topic, bytes(msg.payload), (msg.mid, msg.qos), bool(msg.dup)))
 
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
     # MessageSource
     def start(self, timeout_s: float = 10.0) -> None:
         props = Properties(PacketTypes.CONNECT)

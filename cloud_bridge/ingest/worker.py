@@ -27,6 +27,7 @@ from cloud_bridge.ingest.store import (
     handle_batch,
     record_refusal,
 )
+from cloud_bridge.metrics import IngestMetrics
 from cloud_bridge.store.tables import utcnow
 from contract import topics
 from contract.payloads import Ack, DeadLetter
@@ -54,7 +55,7 @@ class WorkerStats:
 class IngestWorker:
     def __init__(self, engine: Engine, source: MessageSource, cfg: BridgeConfig, *, shard: str,
                  fleet: FleetPublisher | None = None, tasks: Sequence[PeriodicTask] = (),
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, metrics: IngestMetrics | None = None) -> None:
         self.engine = engine
         self.source = source
         self.cfg = cfg
@@ -62,6 +63,7 @@ class IngestWorker:
         self.fleet = fleet
         self.tasks = list(tasks)
         self.clock = clock
+        self.metrics = metrics
         self.stats = WorkerStats()
 
     def run(self, stop: threading.Event) -> None:
@@ -86,10 +88,15 @@ class IngestWorker:
                     task.run(self.clock())
                 except Exception:
                     log.exception("periodic task %s failed; it runs again in %.0fs", task.name, task.every_s)
+                    if self.metrics is not None:
+                        self.metrics.task_failures.labels(task.name).inc()
 
     def process(self, batch: list[Message], stop: threading.Event | None = None) -> list[Outcome]:
         """Store a batch; returns the outcomes (after commit, answers sent and source acked)."""
+        started = time.perf_counter()
         outcomes = self._commit_with_retry(batch, stop)
+        if self.metrics is not None and outcomes is not None:
+            self.metrics.commit_seconds.observe(time.perf_counter() - started)
         if outcomes is None:  # stopping while the database is down: leave the batch unacked
             return []
         for o in outcomes:
@@ -98,6 +105,10 @@ class IngestWorker:
         self.stats.batches += 1
         self.stats.messages += len(batch)
         self.stats.outcomes.update(o.kind for o in outcomes)
+        if self.metrics is not None:
+            self.metrics.batches.inc()
+            for o in outcomes:
+                self.metrics.messages.labels(o.kind).inc()
         if self.fleet is not None:
             self.fleet.mark(o.device_id for o in outcomes if o.device_id and o.kind in ("stored", "status"))
         return outcomes
@@ -118,6 +129,8 @@ class IngestWorker:
             except OperationalError as exc:  # database unreachable/locked: nothing acked, try again
                 log.error("database unavailable (%s); batch of %d kept unacknowledged, retrying in %.1fs",
                           str(exc.orig or exc).splitlines()[0], len(batch), delay)
+                if self.metrics is not None:
+                    self.metrics.db_retries.inc()
             except DBAPIError:
                 # Something in this batch the database will not take: store one by one, so one bad
                 # message becomes a refusal instead of blocking every other reading.

@@ -99,6 +99,7 @@ def config(db_url: str, port: int, tmp_path: Path, **sections: Any) -> BridgeCon
         "mqtt": {"port": port},
         "broker": {"password_file": tmp_path / "passwd", "acl_file": tmp_path / "acl"},
         "fleet": {"publish_every_s": 0.2, "sweep_every_s": 1.0},
+        "metrics": {"port": 0},  # a test that scrapes picks a free port; others never fight over 9464
     }
     for k, v in sections.items():
         base[k] = {**base.get(k, {}), **v} if isinstance(v, dict) else v
@@ -117,6 +118,8 @@ def env_for(cfg: BridgeConfig) -> dict[str, str]:
         "BRIDGE_FLEET__SWEEP_EVERY_S": str(cfg.fleet.sweep_every_s),
         "BRIDGE_INGEST__BATCH_SIZE": str(cfg.ingest.batch_size),
         "BRIDGE_MQTT__CLIENT_ID_PREFIX": cfg.mqtt.client_id_prefix,
+        "BRIDGE_METRICS__PORT": str(cfg.metrics.port),
+        "BRIDGE_METRICS__HOST": cfg.metrics.host,
     })
     return env
 

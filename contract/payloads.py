@@ -134,6 +134,7 @@ class Telemetry(_Strict):
     version: str = ""
     last_seq: int | None = None
     commands_refused: int = Field(default=0, ge=0)
+    reanchors: int = Field(default=0, ge=0, description="times the device re-anchored its accepted value by itself")
     at: UtcTime
 
 

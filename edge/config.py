@@ -76,9 +76,11 @@ class ReadingConfig(Section):
     ambiguity: float = Field(
         0.15, ge=0, le=0.5, description="A wheel this close to a digit boundary also offers its neighbour.")
     confirm_change_m3: float = Field(
-        0.1, gt=0, le=1000, description="A rise this large that moves a wheel above the lowest needs 2 frames.")
+        0.35, gt=0, le=1000, description="A rise of more than this per hour (ordinary use stays under it) that "
+                                         "moves a wheel above the lowest needs 2 frames.")
     confirm_after: int = Field(
-        3, ge=1, le=1000, description="Refused frames in a row that agree before asking for an installer.")
+        3, ge=1, le=1000, description="Refused frames in a row that agree before the device re-anchors (or, "
+                                      "when the meter itself changed, asks for an installer).")
 
 
 class EdgeConfig(TomlEnvSettings):

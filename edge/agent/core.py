@@ -355,6 +355,7 @@ class Agent:
             version=__version__,
             last_seq=self.outbox.last_seq(),
             commands_refused=self.stats.commands_refused,
+            reanchors=int((self.outbox.reading_state() or {}).get("reanchors", 0)),
         )
 
     def publish_telemetry(self) -> None:

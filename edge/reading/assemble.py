@@ -14,12 +14,17 @@ The order of the rules (docs/reading.md has an example of each):
    ``suspect``;
 5. a fall within the hysteresis keeps the previous value, ``ok`` (``jitter_hold``);
 6. a rise whose changed wheels are read with less than ``change_confidence`` (``low_confidence``), or a
-   rise of ``confirm_change_m3`` or more that moves a wheel above the lowest (``unconfirmed_change``), is
-   held as ``suspect`` until a second frame agrees with it (``confirmed``);
-7. ``confirm_after`` refusals in a row that agree with each other -> ``suspect`` ``needs_confirmation``:
-   the device asks for an installer (``cmd/set-value``) instead of refusing silently for ever.
+   rise above ``confirm_change_m3`` per hour since the accepted value (more than ordinary use) that moves
+   a wheel above the lowest (``unconfirmed_change``), is held as ``suspect`` until a second frame agrees
+   with it (``confirmed``);
+7. ``confirm_after`` refusals in a row that agree with each other: the device re-anchors by itself
+   (``reanchored``, published as ``suspect`` with the reason) when their course goes forward, or fits the
+   value accepted before the current one (the current one was a misread); a course below that, or below
+   a person's value, is ``needs_confirmation``: the meter changed, an installer must confirm
+   (``cmd/set-value``).
 
-Only ``ok`` is billable; the previous value is replaced only by an ``ok`` value or by ``confirm``.
+Only ``ok`` is billable; the previous value is replaced only by an ``ok`` value, by ``confirm``
+or by a re-anchor.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ def confirm(state: ReadingState, value: Decimal, at: datetime) -> ReadingState:
     """The installer's ``cmd/set-value``: the meter shows ``value`` at ``at``; refusals are forgotten."""
     if value < 0:
         raise ValueError("a meter value is >= 0")
-    return ReadingState(previous=value, previous_at=at)
+    return ReadingState(previous=value, previous_at=at, by_person=True, reanchors=state.reanchors)
 
 
 def _readable(w: WheelInput, rules: Rules) -> bool:
@@ -135,7 +140,7 @@ def assemble(state: ReadingState, obs: Observation, rules: Rules) -> tuple[Decis
             text = (f"low_confidence: no previous value, and wheel{'s' if len(weak) > 1 else ''} {low} "
                     f"(from the left) under {rules.change_confidence:.2f}")
             return _second_frame(state, obs, rules, v, [("low_confidence", text)], decision, primary)
-        new = ReadingState(previous=v, previous_at=obs.taken_at)
+        new = state.accept(v, obs.taken_at)
         return decision("ok", v, None, "first", primary), new
 
     # 4. what fits the previous value
@@ -192,7 +197,7 @@ def assemble(state: ReadingState, obs: Observation, rules: Rules) -> tuple[Decis
 
     # 5. jitter on the lowest wheel
     if v <= prev:
-        new = ReadingState(previous=prev, previous_at=obs.taken_at)
+        new = state.accept(prev, obs.taken_at)
         return decision("ok", prev, None, "unchanged" if v == prev else "jitter_hold", chosen), new
 
     # 6. more evidence for a change: a wheel that changes the value read with little confidence, or a large
@@ -208,12 +213,14 @@ def assemble(state: ReadingState, obs: Observation, rules: Rules) -> tuple[Decis
         low = ", ".join(f"{i + 1} ({before[i]} -> {after[i]}, {wheels[i].confidence:.2f})" for i in weak)
         waits.append(("low_confidence", f"low_confidence: wheel{'s' if len(weak) > 1 else ''} {low} (from the left) "
                                         f"change the value with confidence under {rules.change_confidence:.2f}"))
-    if rise >= Decimal(str(rules.confirm_change_m3)) and top > 0:
+    ordinary = Decimal(str(round(rules.confirm_change_m3 * max(hours or 0.0, 1.0), 6)))
+    if rise > ordinary and top > 0:
         waits.append(("unconfirmed_change", f"unconfirmed_change: {_fmt_m3(rise)} m3 since the accepted {fmt(prev)} "
-                                            f"moves wheel {n - top} (from the left)"))
+                                            f"moves wheel {n - top} (from the left), more than the "
+                                            f"{rules.confirm_change_m3:g} m3 an hour of ordinary use"))
     if waits:
         return _second_frame(state, obs, rules, v, waits, decision, chosen)
-    new = ReadingState(previous=v, previous_at=obs.taken_at)
+    new = state.accept(v, obs.taken_at)
     return decision("ok", v, None, rule, chosen), new
 
 
@@ -222,7 +229,7 @@ def _second_frame(state: ReadingState, obs: Observation, rules: Rules, v: Decima
                   chosen: Candidate) -> tuple[Decision, ReadingState]:
     """Accept ``v`` if the frame before was held for the same kind of doubt and agrees; else hold this one."""
     if state.pending is not None and _agree(state.pending, v, obs.taken_at, rules):
-        return decision("ok", v, None, "confirmed", chosen), ReadingState(previous=v, previous_at=obs.taken_at)
+        return decision("ok", v, None, "confirmed", chosen), state.accept(v, obs.taken_at)
     code = waits[0][0]
     reason = "; ".join(text for _, text in waits) + "; waiting for a second frame that agrees"
     if state.previous is not None:
@@ -233,7 +240,14 @@ def _second_frame(state: ReadingState, obs: Observation, rules: Rules, v: Decima
 def _refuse(state: ReadingState, obs: Observation, rules: Rules, v: Decimal, code: str, text: str,
             decision: Callable[[str, Decimal | None, str | None, str, Candidate | None], Decision],
             primary: Candidate, fmt: Callable[[Decimal], str]) -> tuple[Decision, ReadingState]:
-    """Count a refusal; after ``confirm_after`` that agree, ask for an installer instead of refusing again."""
+    """Count a refusal; after ``confirm_after`` that agree, re-anchor by itself or ask for an installer.
+
+    The frames agree with each other on a course the accepted value does not fit. If that course goes
+    forward from the accepted value (refused as too fast), or from the value accepted *before* it (the
+    accepted one was a misread the frames now outvote), the device takes the latest frame's value as its
+    accepted value (``reanchored``, counted for telemetry). A course below both, or below a person's value,
+    is the meter itself changing (replaced, reset, wrapped) or a wrong set-value: ``needs_confirmation``.
+    """
     last = state.refusals[-1] if state.refusals else None
     if last is not None and _agree(last, v, obs.taken_at, rules):
         run = (*state.refusals, Refusal(v, obs.taken_at, code))[-rules.confirm_after:]
@@ -242,9 +256,29 @@ def _refuse(state: ReadingState, obs: Observation, rules: Rules, v: Decimal, cod
         run = (Refusal(v, obs.taken_at, code),)
         count = 1
     new = replace(state, refusals=run, refused_run=count, pending=None)
-    if count >= rules.confirm_after:
-        assert state.previous is not None
-        reason = (f"needs_confirmation: {count} frames in a row agree on about {fmt(v)} but each is refused "
-                  f"({text}); an installer must check the meter and confirm its value (cmd/set-value)")
-        return decision("suspect", v, reason, "needs_confirmation", primary), new
-    return decision("suspect", v, text, code, primary), new
+    if count < rules.confirm_after:
+        return decision("suspect", v, text, code, primary), new
+    assert state.previous is not None
+    prev = state.previous
+    first = run[0]
+    fits_before = False
+    if state.before is not None and state.before_at is not None:
+        fits_before = _agree(Refusal(state.before, state.before_at, "before"), first.value, first.at, rules)
+    forward = first.value > prev
+    if forward or (not state.by_person and (state.before is None or fits_before)):
+        why = ("goes forward from it faster than the maximum rate allowed frame by frame" if forward else
+               f"fits the value accepted before it, {fmt(state.before)}" if state.before is not None else
+               "and nothing before it vouched for it")
+        reason = (f"reanchored: {count} frames in a row agree on a course up to {fmt(v)} that the accepted "
+                  f"{fmt(prev)} does not fit ({text}); the course {why}, so the device now compares with "
+                  f"{fmt(v)}")
+        anchored = ReadingState(previous=v, previous_at=obs.taken_at, before=state.before, before_at=state.before_at,
+                                reanchors=state.reanchors + 1)
+        return decision("suspect", v, reason, "reanchored", primary), anchored
+    whose = "a person's value" if state.by_person else f"the value before it, {fmt(state.before)}" \
+        if state.before is not None else "it"
+    reason = (f"needs_confirmation: {count} frames in a row agree on about {fmt(v)} but each is refused "
+              f"({text}), and they fall below {whose}: the meter was replaced, reset or wrapped past its top, "
+              f"or the accepted value is wrong; an installer must check the meter and confirm its value "
+              f"(cmd/set-value)")
+    return decision("suspect", v, reason, "needs_confirmation", primary), new

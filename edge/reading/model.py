@@ -53,6 +53,10 @@ class ReadingState:
     ``refusals``: the latest run of refused frames that agree with each other (at most what the rule needs).
     ``refused_run``: how many frames that run has lasted (for the reason text; not bounded).
     ``pending``: a large increase seen once, waiting for a second frame that agrees.
+    ``before``/``before_at``: the accepted value before ``previous`` (None after a person's value): refused
+    frames that fit it show that ``previous`` was the misread, and the device re-anchors by itself.
+    ``by_person``: ``previous`` is a person's value (``cmd/set-value``): the device never moves it down alone.
+    ``reanchors``: how often the device re-anchored by itself (telemetry; survives restarts).
     """
 
     previous: Decimal | None = None
@@ -60,6 +64,18 @@ class ReadingState:
     refusals: tuple[Refusal, ...] = ()
     refused_run: int = 0
     pending: Refusal | None = None
+    before: Decimal | None = None
+    before_at: datetime | None = None
+    by_person: bool = False
+    reanchors: int = 0
+
+    def accept(self, value: Decimal, at: datetime) -> ReadingState:
+        """The state after accepting ``value`` at ``at``: a new value moves ``previous`` into ``before``."""
+        if self.previous is not None and value != self.previous:
+            return ReadingState(previous=value, previous_at=at, before=self.previous, before_at=self.previous_at,
+                                reanchors=self.reanchors)
+        return ReadingState(previous=value, previous_at=at, before=self.before, before_at=self.before_at,
+                            by_person=self.by_person and value == self.previous, reanchors=self.reanchors)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict (the agent keeps it in its state directory across restarts)."""
@@ -73,6 +89,10 @@ class ReadingState:
             "refusals": [ref(r) for r in self.refusals],
             "refused_run": self.refused_run,
             "pending": None if self.pending is None else ref(self.pending),
+            "before": None if self.before is None else str(self.before),
+            "before_at": None if self.before_at is None else self.before_at.isoformat(),
+            "by_person": self.by_person,
+            "reanchors": self.reanchors,
         }
 
     @classmethod
@@ -86,6 +106,10 @@ class ReadingState:
             refusals=tuple(ref(r) for r in data.get("refusals", ())),
             refused_run=int(data.get("refused_run", 0)),
             pending=None if data.get("pending") is None else ref(data["pending"]),
+            before=None if data.get("before") is None else Decimal(data["before"]),
+            before_at=None if data.get("before_at") is None else _utc(data["before_at"]),
+            by_person=bool(data.get("by_person", False)),
+            reanchors=int(data.get("reanchors", 0)),
         )
 
 

@@ -24,8 +24,10 @@ class Rules:
     change_confidence: a wheel whose digit differs from the previous value needs at least this confidence.
     hysteresis_steps: a fall of up to this many lowest-wheel steps is jitter: the previous value stands, ok.
     ambiguity: a wheel this close (in digit positions) to its rounding boundary also offers its neighbour.
-    confirm_change_m3: a rise this large that moves a wheel above the lowest needs two frames that agree.
-    confirm_after: this many refused frames in a row that agree with each other ask for an installer.
+    confirm_change_m3: a rise of more than this per hour since the accepted value (ordinary use stays under
+        it) that moves a wheel above the lowest needs two frames that agree.
+    confirm_after: this many refused frames in a row that agree with each other re-anchor the device (or ask
+        for an installer when the meter itself changed).
     """
 
     decimals: int = 0
@@ -34,7 +36,7 @@ class Rules:
     change_confidence: float = 0.8
     hysteresis_steps: int = 1
     ambiguity: float = 0.15
-    confirm_change_m3: float = 0.1
+    confirm_change_m3: float = 0.35
     confirm_after: int = 3
 
     def __post_init__(self) -> None:

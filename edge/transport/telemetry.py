@@ -39,6 +39,7 @@ def build_telemetry(
     version: str,
     last_seq: int | None,
     commands_refused: int,
+    reanchors: int = 0,
     at: datetime | None = None,
 ) -> Telemetry:
     return Telemetry(
@@ -54,5 +55,6 @@ def build_telemetry(
         version=version,
         last_seq=last_seq,
         commands_refused=commands_refused,
+        reanchors=max(int(reanchors), 0),
         at=at or datetime.now(UTC),
     )

@@ -17,6 +17,8 @@ COMMANDS = {
     "rebind": ("cloud_bridge.registry.cli:rebind", "Close a device's binding and open a new one."),
     "accounts": ("cloud_bridge.accounts.cli:accounts", "Broker accounts: operator, homeassistant, bridge."),
     "broker": ("cloud_bridge.accounts.cli:broker", "Set up the broker's accounts (broker init)."),
+    "cmd": ("cloud_bridge.commands_cli:cmd", "Send a device a command (capture, reload, set-value); wait for it."),
+    "cmd-log": ("cloud_bridge.commands_cli:cmd_log", "The command audit log: who sent what, when, the answer."),
     "run": ("cloud_bridge.ingest.cli:run", "Ingest readings from the broker (N workers)."),
     "status": ("cloud_bridge.health:status", "Counters: received, stored, duplicate, refused, lag."),
     "history": ("cloud_bridge.residents.cli:history", "A payer's readings, submissions and points."),

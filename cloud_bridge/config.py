@@ -79,6 +79,14 @@ class BrokerSection(Section):
         "older configs load.")
 
 
+class CommandsSection(Section):
+    username: str | None = Field(
+        None, description="Broker account (role operator) `meter-bridge cmd` sends commands with; it connects "
+        "with this name as client id (`meter-bridge accounts add NAME --role operator`).")
+    password_file: str | None = Field(None, description="File (mode 600) with that account's password.")
+    timeout_s: float = Field(30.0, gt=0, le=3600, description="How long `cmd` waits for the device's answer.")
+
+
 class IngestSection(Section):
     batch_size: int = Field(200, ge=1, le=10_000, description="Most readings committed in one transaction.")
     batch_ms: float = Field(5.0, ge=0, le=10_000, description="Longest wait to fill a batch before committing.")
@@ -113,6 +121,7 @@ class BridgeConfig(TomlEnvSettings):
     window: WindowSection = Field(default_factory=WindowSection)  # type: ignore[arg-type]
     broker: BrokerSection = Field(default_factory=BrokerSection)  # type: ignore[arg-type]
     ingest: IngestSection = Field(default_factory=IngestSection)  # type: ignore[arg-type]
+    commands: CommandsSection = Field(default_factory=CommandsSection)  # type: ignore[arg-type]
     fleet: FleetSection = Field(default_factory=FleetSection)  # type: ignore[arg-type]
     submission: SubmissionSection = Field(default_factory=SubmissionSection)  # type: ignore[arg-type]
     web: WebSection = Field(default_factory=WebSection)  # type: ignore[arg-type]

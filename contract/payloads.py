@@ -138,11 +138,27 @@ class Telemetry(_Strict):
     at: UtcTime
 
 
+COMMAND_ID_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
+
+
 class SetValueCommand(_Strict):
     """`meters/{id}/cmd/set-value`: the installer confirms the meter's current value."""
 
     value: str = Field(pattern=VALUE_PATTERN)
     at: UtcTime | None = None
+    id: str | None = Field(None, pattern=COMMAND_ID_PATTERN, description="echoed in the device's answer")
+
+
+class CommandResult(_Strict):
+    """`meters/{id}/cmd/{name}/result` (QoS 1, not retained): the device's answer to one command.
+    `accepted`: it will act on it (capture: a reading follows); `done`: it did; `refused`: `reason` says why."""
+
+    v: Literal[1] = 1
+    id: str | None = Field(None, pattern=COMMAND_ID_PATTERN, description="the command's `id`, when it had one")
+    name: Literal["capture", "reload", "set-value"]
+    state: Literal["accepted", "done", "refused"]
+    reason: str | None = Field(None, max_length=1000)
+    at: UtcTime
 
 
 class MeterState(_Strict):

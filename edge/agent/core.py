@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from contract import topics
-from contract.payloads import Reading
+from contract.payloads import CommandResult, Reading
 from contract.settings import ConfigError
 from edge import __version__
 from edge.agent.watchdog import Watchdog
@@ -286,27 +286,38 @@ class Agent:
     def _on_command(self, msg: Message) -> None:
         parsed = parse_command(self.cfg.device_id, msg.topic, msg.payload, retained=msg.retain)
         if isinstance(parsed, Refused):
-            self._refuse(parsed)
+            self._answer(parsed.name, parsed.id, self._refuse(parsed))
             return
         log.info("command %s", parsed.name)
+        refused: str | None = None
         if parsed.name == "capture":
             self._capture_now = True
         elif parsed.name == "reload":
-            self._reload()
+            refused = self._reload()
         elif parsed.name == "set-value":
-            self._set_value(parsed)
+            refused = self._set_value(parsed)
+        self._answer(parsed.name, parsed.id, refused)
 
-    def _refuse(self, refused: Refused) -> None:
+    def _answer(self, name: str, cmd_id: str | None, refused: str | None) -> None:
+        """The answer on meters/{id}/cmd/{name}/result, for whoever sent the command (not retained)."""
+        if name not in topics.COMMANDS:
+            return  # an unknown name is no topic to answer on; the refusal is in the log and telemetry
+        state = "refused" if refused else ("accepted" if name == "capture" else "done")
+        result = CommandResult(id=cmd_id, name=name, state=state, reason=refused,  # type: ignore[arg-type]
+                               at=datetime.now(UTC))
+        self.link.publish(topics.cmd_result(self.cfg.device_id, name), result.to_json_bytes(), qos=1)
+
+    def _refuse(self, refused: Refused) -> str:
         self.stats.commands_refused += 1
         self.error("%s", refused)
         self.publish_telemetry()
+        return refused.reason
 
-    def _reload(self) -> None:
+    def _reload(self) -> str | None:
         try:
             cfg = load_edge_config(self.config_path)
         except ConfigError as exc:
-            self._refuse(Refused("reload", f"config not reloaded, the old one stays: {exc}"))
-            return
+            return self._refuse(Refused("reload", f"config not reloaded, the old one stays: {exc}"))
         fixed = {k for k in ("device_id", "state_dir", "mqtt") if getattr(cfg, k) != getattr(self.cfg, k)}
         if fixed:
             log.warning("reload: %s changed; that takes a restart (systemctl restart meter-edge)",
@@ -315,8 +326,7 @@ class Agent:
         try:
             reader = self.reader_factory(cfg)
         except Exception as exc:
-            self._refuse(Refused("reload", f"layout/model not reloaded, the old ones stay: {exc}"))
-            return
+            return self._refuse(Refused("reload", f"layout/model not reloaded, the old ones stay: {exc}"))
         self.reader.close()
         self.reader, self.cfg = reader, cfg
         self.session.ack_timeout_s = cfg.ack_timeout_s
@@ -327,19 +337,20 @@ class Agent:
         if self.link.connected:
             self.publish_discovery()  # ha.name, ha.configuration_url or mqtt.ha_discovery may have changed
         log.info("reloaded config and layout (interval %.3gs)", cfg.interval_s)
+        return None
 
-    def _set_value(self, cmd: Command) -> None:
+    def _set_value(self, cmd: Command) -> str | None:
         assert cmd.set_value is not None
         at = cmd.set_value.at or datetime.now(UTC)
         try:
             state = self.reader.set_previous(self.outbox.reading_state(), cmd.set_value.value, at)
         except ValueError as exc:
-            self._refuse(Refused("set-value", str(exc)))
-            return
+            return self._refuse(Refused("set-value", str(exc)))
         self.outbox.set_reading_state(state)
         self.meter_state.set_value(cmd.set_value.value, at)
         self.publish_state()
         log.info("set-value: previous accepted value is now %s (at %s)", cmd.set_value.value, at.isoformat())
+        return None
 
     # -- telemetry and discovery ----------------------------------------------------------------
     def telemetry(self) -> Any:

@@ -6,15 +6,17 @@ Parsing is pure: a refused command changes nothing, and the reason goes to the l
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import ValidationError
 
 from contract import topics
-from contract.payloads import SetValueCommand
+from contract.payloads import COMMAND_ID_PATTERN, SetValueCommand
 
 MAX_COMMAND_BYTES = 4096
+_COMMAND_ID_RE = re.compile(COMMAND_ID_PATTERN)
 CommandName = Literal["capture", "reload", "set-value"]
 
 
@@ -22,12 +24,14 @@ CommandName = Literal["capture", "reload", "set-value"]
 class Command:
     name: CommandName
     set_value: SetValueCommand | None = None
+    id: str | None = None  # echoed in the answer on meters/{id}/cmd/{name}/result
 
 
 @dataclass(frozen=True)
 class Refused:
     name: str
     reason: str
+    id: str | None = None
 
     def __str__(self) -> str:
         return f"command {self.name!r} refused: {self.reason}"
@@ -55,6 +59,9 @@ def parse_command(device_id: str, topic: str, payload: bytes, *, retained: bool 
             return Refused(name, f"bad JSON: {str(exc)[:120]}")
         if not isinstance(data, dict):
             return Refused(name, f"payload must be a JSON object, got {type(data).__name__}")
+    cmd_id = data.get("id") if isinstance(data, dict) else None
+    if cmd_id is not None and not (isinstance(cmd_id, str) and _COMMAND_ID_RE.match(cmd_id)):
+        return Refused(name, f"id must match {COMMAND_ID_PATTERN}")
     if name == "set-value":
         if data is None:
             return Refused(name, 'needs a payload like {"value": "00123.456"}')
@@ -63,6 +70,7 @@ def parse_command(device_id: str, topic: str, payload: bytes, *, retained: bool 
         except ValidationError as exc:
             first = exc.errors()[0]
             field = ".".join(str(p) for p in first["loc"]) or "(payload)"
-            return Refused(name, f"{field}: {first['msg']} (value must be a decimal string like \"00123.456\")")
-        return Command("set-value", cmd)
-    return Command(name)  # type: ignore[arg-type]
+            return Refused(name, f"{field}: {first['msg']} (value must be a decimal string like \"00123.456\")",
+                           cmd_id)
+        return Command("set-value", cmd, cmd_id)
+    return Command(name, None, cmd_id)  # type: ignore[arg-type]

@@ -115,18 +115,21 @@ def write_secret(path: Path, text: str) -> None:
         os.close(fd)
 
 
-def init_dynsec(dynsec_file: Path, admin_password_file: Path, *, admin_user: str = "broker-admin") -> str:
-    """Write the plugin's first file (admin account only) and the admin password, both mode 600.
-    Refuses to overwrite an existing plugin file: it holds every account."""
-    from cloud_bridge.accounts.dynsec import initial_config, new_password
+def init_dynsec(dynsec_file: Path, admin_password_file: Path, *, admin_user: str = "broker-admin",
+                import_passwd: Path | None = None) -> list[str]:
+    """Write the plugin's first file (the admin account, and the accounts of an old Mosquitto password
+    file when given) and the admin password, both mode 600. Refuses to overwrite an existing plugin
+    file: it holds every account. Returns what the import skipped and why."""
+    from cloud_bridge.accounts.dynsec import import_password_file, initial_config, new_password
 
     if dynsec_file.exists():
         raise BrokerError(f"{dynsec_file} exists already: it holds the broker's accounts; remove it yourself if "
                           "you really mean to start over")
+    imported, skipped = import_password_file(import_passwd) if import_passwd is not None else ([], [])
     password = new_password()
-    write_secret(dynsec_file, json.dumps(initial_config(password, admin_user), indent=2) + "\n")
+    write_secret(dynsec_file, json.dumps(initial_config(password, admin_user, imported), indent=2) + "\n")
     write_secret(admin_password_file, password + "\n")
-    return password
+    return skipped
 
 
 class MosquittoBroker:

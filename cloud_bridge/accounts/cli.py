@@ -140,16 +140,22 @@ def broker() -> None:
 @click.option("--admin-password-out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Where to write the admin password (mode 600); point broker.admin_password_file at it.")
 @click.option("--admin-user", default="broker-admin", show_default=True)
-def init_cmd(dynsec_file: Path, admin_password_out: Path, admin_user: str) -> None:
+@click.option("--import-passwd", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Carry over the accounts of the old Mosquitto password file (broker.password_file): devices, "
+              "bridge and operator keep their passwords.")
+def init_cmd(dynsec_file: Path, admin_password_out: Path, admin_user: str, import_passwd: Path | None) -> None:
     """Write the broker's first dynamic-security file: everything denied, one admin account.
 
     Run it once before the broker's first start; then `meter-bridge accounts add bridge --role bridge`,
-    `devices add ID` and so on talk to the running broker.
+    `devices add ID` and so on talk to the running broker. Upgrading from password_file + acl_file:
+    --import-passwd keeps every account's password, so no device needs a visit.
     """
     try:
-        init_dynsec(dynsec_file, admin_password_out, admin_user=admin_user)
-    except (BrokerError, OSError) as exc:
+        skipped = init_dynsec(dynsec_file, admin_password_out, admin_user=admin_user, import_passwd=import_passwd)
+    except (BrokerError, OSError, UnicodeDecodeError) as exc:
         fail(str(exc))
+    for why in skipped:
+        click.echo(f"not imported: {why}", err=True)
     click.echo(f"wrote {dynsec_file} (admin account {admin_user}) and its password to {admin_password_out} (mode 600)")
     click.echo("next: start mosquitto with config/mosquitto/mosquitto.conf, then "
                "`meter-bridge accounts add bridge --role bridge --password-out …`")

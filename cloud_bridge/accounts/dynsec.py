@@ -22,6 +22,7 @@ import ssl
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -47,15 +48,57 @@ def _hashed(password: str) -> dict[str, Any]:
             "iterations": PBKDF2_ITERATIONS}
 
 
-def initial_config(admin_password: str, admin_user: str = ADMIN_USER) -> dict[str, Any]:
-    """The plugin's first JSON file: everything denied, one admin account that manages the rest."""
+def initial_config(admin_password: str, admin_user: str = ADMIN_USER,
+                   imported: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The plugin's first JSON file: everything denied, one admin account that manages the rest, and
+    the accounts `import_password_file` carried over."""
+    clients = [{"username": admin_user, "textname": "meter-bridge account management",
+                "roles": [{"rolename": ADMIN_ROLE}], **_hashed(admin_password)}]
+    roles: dict[str, list[Acl]] = {ADMIN_ROLE: ROLE_ACLS[ADMIN_ROLE]}
+    for c in imported or []:
+        clients.append(c["client"])
+        roles[c["rolename"]] = c["acls"]
     return {
         "defaultACLAccess": dict(DEFAULT_ACL_ACCESS),
-        "clients": [{"username": admin_user, "textname": "meter-bridge account management",
-                     "roles": [{"rolename": ADMIN_ROLE}], **_hashed(admin_password)}],
+        "clients": clients,
         "groups": [],
-        "roles": [{"rolename": ADMIN_ROLE, "acls": [a.as_json() for a in ROLE_ACLS[ADMIN_ROLE]]}],
+        "roles": [{"rolename": name, "acls": [a.as_json() for a in acls]} for name, acls in roles.items()],
     }
+
+
+def import_password_file(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Accounts from a Mosquitto 2 password file (the one `devices add` wrote before dynamic security):
+    its `$7$` PBKDF2-SHA512 hashes are the plugin's own format, so every device keeps its password.
+    `bridge` and `operator` get those roles, every other valid name is a device. Returns (accounts,
+    what was skipped and why)."""
+    from cloud_bridge.accounts.roles import DEVICE_ROLE_PREFIX, check_account_name, client_id_for, device_acls
+
+    out: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        user, _, encoded = line.partition(":")
+        parts = encoded.strip().split("$")
+        if len(parts) != 5 or parts[1] != "7" or not parts[2].isdigit():
+            skipped.append(f"line {n} ({user}): not a $7$ hash; give it a new password after the import")
+            continue
+        role = user if user in ("bridge", "operator") else None
+        try:
+            check_account_name(user, role=role)
+        except AccountError as exc:
+            skipped.append(f"line {n}: {exc}")
+            continue
+        rolename = role or DEVICE_ROLE_PREFIX + user
+        acls = ROLE_ACLS[role] if role else device_acls(user)
+        client: dict[str, Any] = {"username": user, "textname": f"imported from {path.name}",
+                                  "roles": [{"rolename": rolename}], "password": parts[4], "salt": parts[3],
+                                  "iterations": int(parts[2])}
+        client_id = client_id_for(user, role or "device")
+        if client_id:
+            client["clientid"] = client_id
+        out.append({"client": client, "rolename": rolename, "acls": acls})
+    return out, skipped
 
 
 class DynSecError(AccountError):

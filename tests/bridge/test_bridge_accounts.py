@@ -207,3 +207,46 @@ def test_broker_init_writes_secret_files_and_refuses_to_overwrite(tmp_path: Path
     assert json.loads(dynsec.read_text())["clients"][0]["username"] == "broker-admin"
     r = CliRunner().invoke(main, ["broker", "init", "--dynsec-file", str(dynsec), "--admin-password-out", str(pw)])
     assert r.exit_code == 1 and "exists already" in r.output
+
+
+def _old_passwd_line(user: str, password: str) -> str:
+    """An entry as `devices add` wrote it before dynamic security (Mosquitto 2's `$7$` format)."""
+    import base64
+    import hashlib
+
+    salt = os.urandom(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, 101)
+    return f"{user}:$7$101${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def test_upgrade_imports_the_old_password_file(tmp_path: Path) -> None:
+    """An installation on password_file + acl_file keeps every password: no device needs a visit."""
+    old = tmp_path / "passwd"
+    old.write_text("\n".join([_old_passwd_line("pi-1", "pi-1-pw"), _old_passwd_line("bridge", "br-pw"),
+                              _old_passwd_line("operator", "op-pw"), _old_passwd_line("bridge-7", "x"),
+                              "broken:plaintext"]) + "\n")
+    work = tmp_path / "broker"
+    work.mkdir()
+    r = CliRunner().invoke(main, ["broker", "init", "--dynsec-file", str(work / "dynamic-security.json"),
+                                  "--admin-password-out", str(work / "admin-password"), "--import-passwd", str(old)])
+    assert r.exit_code == 0, r.output
+    assert "not imported: line 4" in r.output and "reserved" in r.output and "line 5 (broken)" in r.output
+    with MosquittoBroker(work, auth=True) as broker:
+        dev = Probe(broker.port, "pi-1", "pi-1-pw")
+        bridge = Probe(broker.port, "bridge", "br-pw", client_id="bridge-0")
+        op = Probe(broker.port, "operator", "op-pw")
+        try:
+            assert dev.ok and bridge.ok and op.ok
+            assert dev.subscribe("$share/bridge/meters/+/reading") == NOT_AUTHORISED
+            assert bridge.subscribe("$share/bridge/meters/+/reading") < 0x80
+            assert op.publish("meters/pi-1/cmd/capture") < 0x80
+            assert dev.publish("meters/pi-1/reading") < 0x80
+            assert dev.publish("meters/pi-2/reading") == NOT_AUTHORISED
+        finally:
+            for p in (dev, bridge, op):
+                p.close()
+        thief = Probe(broker.port, "pi-1", "pi-1-pw", client_id="bridge-0")
+        assert not thief.ok
+        thief.close()
+        with broker.admin() as admin:  # and the admin account manages them as any other
+            assert {a["username"] for a in admin.list_clients()} == {"broker-admin", "pi-1", "bridge", "operator"}

@@ -263,6 +263,8 @@ admin_password_file = "{broker.admin_password_file}"
     summary.add_row("frames rendered", str(len(frame_files)))
     summary.add_row("frames read (meter-edge read)",
                     ", ".join(f"{n} {s}" for s, n in Counter(r["status"] for r in readings).items()))
+    summary.add_row("settlement of the frames read",
+                    ", ".join(f"{n} {s}" for s, n in Counter(r.get("settlement", "?") for r in readings).items()))
     summary.add_row("ok readings with a wrong value", str(wrong_ok))
     summary.add_row("readings stored by the bridge",
                     f"{len(history['readings'])} ({', '.join(f'{n} {s}' for s, n in statuses.items())})")

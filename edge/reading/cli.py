@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -61,17 +62,25 @@ def _write_picture(out: Path, aligned: Any, raw: Any, layout: Any, decision: Any
 @click.option("--device-id", default="cli", show_default=True, help="device_id written into each reading.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Edge config for the reading rules [default: config/edge.toml when present].")
+@click.option("--settle-after", "settle_after", type=click.IntRange(min=0), default=2, show_default=True,
+              metavar="N", help="Later frames that must agree with a frame before it is ok (settled).")
 def read(frames: tuple[Path, ...], layout_path: Path, previous: str | None, previous_at: str | None,
          max_rate: float | None, interval: float | None, explain: bool, model_path: Path | None,
-         pictures_dir: Path | None, device_id: str, config_path: Path | None) -> None:
-    """Read meter photos FRAMES in the order given, as the device would, and print one JSON line each.
+         pictures_dir: Path | None, device_id: str, config_path: Path | None, settle_after: int) -> None:
+    """Read meter photos FRAMES in the order given, as the device would, settle them, and print one JSON
+    line each.
 
     \b
     Each line is a Reading (v, device_id, seq = frame index, taken_at, value, unit, status, reason,
-    confidence, digits, model) plus "frame" (the path); --explain adds "explain". Each accepted (ok)
-    value is carried forward as the previous one, as on the device. Only status "ok" would be billed;
-    "suspect" carries a reason starting with a rule code (docs/reading.md), "error" means the frame
-    could not be read (not an image, alignment failed).
+    confidence, digits, model) plus "frame" (the path), "settlement" (settled, outlier or pending),
+    "settlement_reason", and what the device alone decided ("device_status", "device_reason");
+    --explain adds "explain" (wheels, deciding rule, timings, and which frames corroborate it).
+    Frames are read one by one as on the device (each accepted value carried forward), then the whole
+    sequence is settled (docs/reading.md): a frame is "ok" only when the frames before and after it
+    agree with it (settled; --settle-after later ones), so the last frames wait ("suspect", reason
+    "awaiting_later: ..."). Only "ok" would be billed; "suspect" carries a reason starting with a code;
+    "error" means the frame could not be read (not an image, alignment failed). Lines are printed
+    once every frame is read.
     A frame's time comes from a YYYYMMDDTHHMMSSZ in its name (e.g. 20261124T170000Z.jpg), else from
     --interval, else from the file's modification time.
 
@@ -91,9 +100,10 @@ def read(frames: tuple[Path, ...], layout_path: Path, previous: str | None, prev
     from edge.infer import DigitModel, InferenceError
     from edge.pipeline import FramePipeline
     from edge.reading.assemble import assemble
-    from edge.reading.model import Observation
+    from edge.reading.model import Decision, Observation
     from edge.reading.payload import to_reading
     from edge.reading.rules import Rules
+    from edge.reading.settled import settle_decisions
 
     if not is_valid_device_id(device_id):
         raise click.BadParameter("a device id is 1-64 of A-Z a-z 0-9 _ -", param_hint="--device-id")
@@ -121,8 +131,8 @@ def read(frames: tuple[Path, ...], layout_path: Path, previous: str | None, prev
             raise click.BadParameter(str(exc), param_hint="--previous/--previous-at") from exc
         state = confirm(state, value, at) if at else ReadingState(previous=value)
 
-    errors = 0
     first_time: datetime | None = None
+    read_frames: list[tuple[int, Path, datetime, Decision, dict[str, Any]]] = []
     for seq, path in enumerate(frames):
         fallback = None
         if interval is not None and time_from_name(path) is None:
@@ -147,11 +157,23 @@ def read(frames: tuple[Path, ...], layout_path: Path, previous: str | None, prev
             if explain:
                 extra["explain"] = {**result.explain,
                                     "timings_ms": {k: round(v * 1000, 2) for k, v in result.timings.items()}}
-        errors += decision.status == "error"
-        reading = to_reading(decision, device_id=device_id, seq=seq, taken_at=taken_at, model=pipe.model_id)
-        line = {**json.loads(reading.model_dump_json()), "frame": str(path), **extra}
+        read_frames.append((seq, path, taken_at, decision, extra))
+
+    anchor = None if previous is None else pipe.rules.quantize(parse_value(previous))
+    anchor_at = _parse_time(previous_at) if previous is not None and previous_at else None
+    settled = settle_decisions([(t, d) for _, _, t, d, _ in read_frames], decimals=pipe.layout.decimals,
+                               max_rate_m3_per_h=pipe.rules.max_rate_m3_per_h, previous=anchor,
+                               previous_at=anchor_at, min_after=settle_after)
+    errors = 0
+    for (seq, path, taken_at, decision, extra), frame in zip(read_frames, settled, strict=True):
+        errors += frame.status == "error"
+        shown = replace(decision, status=frame.status, reason=frame.reason)
+        reading = to_reading(shown, device_id=device_id, seq=seq, taken_at=taken_at, model=pipe.model_id)
+        if explain:
+            extra = {**extra, "explain": {**extra.get("explain", {}), "settlement": frame.explain()}}
+        line = {**json.loads(reading.model_dump_json()), "frame": str(path), **frame.fields(), **extra}
         click.echo(json.dumps(line, separators=(",", ":")))
-        sys.stdout.flush()
+    sys.stdout.flush()
     if errors:
         click.echo(f"{errors} of {len(frames)} frames could not be read (status error); see their reasons", err=True)
         sys.exit(1)

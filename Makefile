@@ -7,12 +7,13 @@ EXTRAS ?= edge,cloud,dev
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 comma := ,
 
-.PHONY: install install-system install-train demo test lint bench bench-digits bench-reading bench-agent \
+.PHONY: install install-system install-train demo demo-keep test lint bench bench-digits bench-reading bench-agent \
         bench-bridge train clean
 
 install: install-system $(STAMP)
 
-# System packages: Mosquitto (broker for tests and the demo). As root we install it; otherwise we say how.
+# System packages: Mosquitto (broker for tests and the demo) and Chromium (the portal's browser tests, with
+# Playwright for Python). As root we install them; otherwise we say how.
 install-system:
 	@if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -20,6 +21,14 @@ install-system:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
 	  else \
 	    echo "error: mosquitto is missing. Install it with: sudo apt-get install mosquitto" >&2; exit 1; \
+	  fi; \
+	fi
+	@if ! command -v chromium >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium (apt-get; the portal's browser tests)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "error: chromium is missing (the portal's browser tests). Install it with: sudo apt-get install chromium" >&2; exit 1; \
 	  fi; \
 	fi
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, this is " + sys.version' 
@@ -36,6 +45,10 @@ install-train:
 
 demo: install
 	$(BIN)/python -m demo.run
+
+# The same, then keeps the residents' portal (and the billing sandbox) up to click through, until Ctrl-C.
+demo-keep: install
+	$(BIN)/python -m demo.run --keep-portal
 
 test: install-train
 	@set +e; $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \

@@ -39,6 +39,7 @@ DEVICE_ID = "meter-demo"
 PAYER = "0123456789"
 METER = "WM-2026-000123"
 TOKEN = "demo-token"
+RESIDENT = "resident@demo.example"
 
 
 def step(msg: str) -> None:
@@ -118,6 +119,30 @@ def wait_http(url: str, timeout: float = 20) -> None:
     raise SystemExit(f"demo: {url} did not answer within {timeout}s")
 
 
+def start_portal(svc: Services, bcfg: list[str], port: int, out: Path) -> str:
+    svc.start("portal", [*bcfg, "web", "--port", str(port)], out / "portal.log")
+    url = f"http://127.0.0.1:{port}/"
+    wait_http(url + "login")
+    return url
+
+
+def keep_portal_up(bcfg: list[str], portal_port: int, sandbox_port: int, work: Path, out: Path) -> None:
+    """`make demo-keep`: the portal and the billing sandbox again (same ports, same databases) until Ctrl-C,
+    so that a correction made on the page reaches billing."""
+    with services() as svc:
+        svc.start("sandbox", [*bcfg, "sandbox", "--port", str(sandbox_port), "--db", str(work / "sandbox.db")],
+                  out / "sandbox.log")
+        wait_http(f"http://127.0.0.1:{sandbox_port}/healthz")
+        url = start_portal(svc, bcfg, portal_port, out)
+        console.print(f"[bold]The portal is up at {url} - press Ctrl-C to stop it.[/]")
+        try:
+            while True:
+                svc.check_alive()
+                time.sleep(1)
+        except KeyboardInterrupt:
+            console.print("stopping the portal and the sandbox")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=REPO / "demo-out", help="where pictures and logs go")
@@ -125,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--interval-min", type=int, default=60, help="minutes between simulated frames")
     ap.add_argument("--start", default="2026-11-20T00:00:00Z", help="UTC time of the first frame")
     ap.add_argument("--keep", action="store_true", help="keep the temporary work folder (databases, configs)")
+    ap.add_argument("--keep-portal", action="store_true",
+                    help="after the summary, keep the residents' portal and the billing sandbox up until Ctrl-C")
     args = ap.parse_args(argv)
 
     out: Path = args.out
@@ -182,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         (work / "bridge-password").write_text(bridge_password + "\n")
         (work / "billing-token").write_text(TOKEN + "\n")
         sandbox_port = free_port()
+        portal_port = free_port()
         bridge_toml = work / "bridge.toml"
         bridge_toml.write_text(f"""
 database_url = "sqlite:///{work / 'bridge.db'}"
@@ -203,6 +231,8 @@ window_always_open = true
 pass_every_s = 3600
 [broker]
 admin_password_file = "{broker.admin_password_file}"
+[web]
+secret_file = "{work / 'web' / 'session.key'}"
 """)
         bcfg = [bridge_cli, "--config", str(bridge_toml)]
 
@@ -256,6 +286,13 @@ admin_password_file = "{broker.admin_password_file}"
         credits = httpx.get(f"http://127.0.0.1:{sandbox_port}/v1/credits", params={"payer": PAYER},
                             headers={"Authorization": f"Bearer {TOKEN}"}).json()
 
+        # 6. The residents' portal: a demo resident linked to the payer, and a link code for a new account.
+        step("Starting the residents' portal and adding a demo resident")
+        portal = start_portal(svc, bcfg, portal_port, out)
+        resident = json.loads(run([*bcfg, "users", "add", RESIDENT, "--role", "resident", "--json"]).stdout)
+        run([*bcfg, "residents", "link", RESIDENT, "--payer", PAYER])
+        invite = json.loads(run([*bcfg, "residents", "invite", "--payer", PAYER, "--json"]).stdout)
+
     statuses = Counter(r["status"] for r in history["readings"])
     summary = Table(title="Demo summary", show_header=False)
     summary.add_column(style="bold")
@@ -275,8 +312,15 @@ admin_password_file = "{broker.admin_password_file}"
     summary.add_row("calibration picture", str(layout.with_suffix(".png")))
     summary.add_row("per-frame pictures", f"{pictures}/ ({len(list(pictures.glob('*.png')))} files)")
     summary.add_row("logs", f"{out}/*.log")
+    summary.add_row("residents' portal", f"{portal} (Russian; EN at the top)"
+                    + ("" if args.keep_portal else " - stopped with the demo; `make demo-keep` keeps it up"))
+    summary.add_row("demo resident", f"{RESIDENT}, one-time password {resident['password']} "
+                    "(the first sign-in asks for a new one)")
+    summary.add_row("or register yourself", f"{portal}register, then link code {invite['link_code']}")
     summary.add_row("took", f"{time.monotonic() - t0:.0f} s")
     console.print(summary)
+    if args.keep_portal:
+        keep_portal_up(bcfg, portal_port, sandbox_port, work, out)
     if args.keep:
         console.print(f"work folder kept: {work}")
     else:

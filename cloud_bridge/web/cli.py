@@ -40,6 +40,7 @@ def web(ctx: click.Context, port: int, host: str, proxy_headers: bool) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(2048)  # connections wait from now on, so the address printed below is usable at once
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror} (pick another --port)")
     shown = f"[{host}]" if ":" in host else host

@@ -3,6 +3,7 @@ in the visitor's language, and the one "not found" answer."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -98,7 +99,7 @@ def current_user(request: Request) -> User | None:
     cfg = w.config.web
     if cfg.auth == "sso" and w.sso_secret is not None:
         identity = sso_identity(w.sso_secret, request.headers.get(cfg.sso.header),
-                                request.headers.get(cfg.sso.signature_header))
+                                request.headers.get(cfg.sso.signature_header), time.time())
         if identity is not None:
             user = sso_user(w.engine, identity, now=w.now())
     if user is None:

@@ -95,9 +95,9 @@ def meter_charts(request: Request, view: PayerView) -> dict[str, dict[str, Marku
     for m in view.meters:
         out[m.serial] = {
             "daily": bar_chart(m.daily, title=t.gettext("Consumption per day, m³"), unit=unit, label=f.day,
-                               number=lambda v: f.number(v, 2), empty=empty),
+                               number=f.number, empty=empty),
             "monthly": bar_chart(m.monthly, title=t.gettext("Consumption per month, m³"), unit=unit,
-                                 label=f.short_month, number=lambda v: f.number(v, 2), empty=empty)}
+                                 label=f.short_month, number=f.number, empty=empty)}
     return out
 
 

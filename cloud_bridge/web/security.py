@@ -121,15 +121,23 @@ class Throttle:
             conn.execute(delete(web_failures).where(web_failures.c.key == key[:300]))
 
 
-def sso_signature(secret: bytes, value: str) -> str:
-    return hmac.new(secret, value.encode(), hashlib.sha256).hexdigest()
+SSO_MAX_SKEW_S = 300
 
 
-def sso_identity(secret: bytes, value: str | None, signature: str | None) -> str | None:
-    """The identity the proxy vouches for, or None when the header is missing or its HMAC is wrong."""
-    if not value or not signature or len(value) > 200:
+def sso_signature(secret: bytes, value: str, ts: int) -> str:
+    """What the proxy sends in the signature header: `<unix time>:<hex HMAC-SHA256 of "<time>:<value>">`."""
+    return f"{ts}:" + hmac.new(secret, f"{ts}:{value}".encode(), hashlib.sha256).hexdigest()
+
+
+def sso_identity(secret: bytes, value: str | None, signature: str | None, now: float) -> str | None:
+    """The identity the proxy vouches for, or None when the header is missing, its HMAC is wrong, or it was
+    signed more than SSO_MAX_SKEW_S from now (a copied pair of headers stops working within minutes)."""
+    if not value or not signature or len(value) > 200 or len(signature) > 100:
         return None
-    if not hmac.compare_digest(sso_signature(secret, value), signature.strip().lower()):
+    ts_text, _, _ = signature.strip().partition(":")
+    if not ts_text.isdigit() or abs(now - int(ts_text)) > SSO_MAX_SKEW_S:
+        return None
+    if not hmac.compare_digest(sso_signature(secret, value, int(ts_text)), signature.strip().lower()):
         return None
     return value
 

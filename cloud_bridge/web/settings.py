@@ -17,7 +17,8 @@ class SsoSection(Section):
         description="Header in which the authenticating proxy names the signed-in person.")
     signature_header: str = Field(
         "X-Remote-User-Signature", pattern=r"^[A-Za-z0-9-]{1,64}$",
-        description="Header with hex HMAC-SHA256 of the identity header's value, keyed with secret_file.")
+        description="Header `<unix time>:<hex HMAC-SHA256 of '<unix time>:<identity>'>`, keyed with secret_file; "
+        "valid for 5 minutes either side of now.")
     secret_file: Path = Field(
         Path("state/web/sso.key"), description="Shared secret with the proxy (0600; created if missing).")
 

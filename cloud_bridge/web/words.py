@@ -30,8 +30,8 @@ READING_REASONS = {
 }
 
 BILLING_REASONS = {
-    "decreasing_value": N_("billing refused it: lower than the value it already has"),
-    "outside_window": N_("billing refused it: the submission window was closed"),
+    "decreasing_value": N_("lower than the value billing already has"),
+    "outside_window": N_("the submission window was closed"),
     "unknown_payer": N_("billing does not know this payer code; the utility has been told"),
     "unknown_meter": N_("billing does not know this meter; the utility has been told"),
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -106,14 +107,19 @@ def test_single_sign_on_trusts_only_a_signed_header(portal_factory: Any, browser
         p.goto(f"{portal.url}/me")
         return context, p
 
-    good = hmac.new(secret, b"esia:4242", hashlib.sha256).hexdigest()
+    def sign(identity: str, ts: int) -> str:
+        return f"{ts}:" + hmac.new(secret, f"{ts}:{identity}".encode(), hashlib.sha256).hexdigest()
+
+    good = sign("esia:4242", int(time.time()))
     ctx, p = visit({"X-Remote-User": "esia:4242", "X-Remote-User-Signature": good})
     assert p.url.endswith("/me") and f"Flat of {ALICE}" in p.content()
     assert p.request.get(f"{portal.url}/payer/{BOB}").status == 404
     assert "/register" not in p.content()
     ctx.close()
-    for headers in ({"X-Remote-User": "esia:4242", "X-Remote-User-Signature": "0" * 64},
-                    {"X-Remote-User": "esia:4243", "X-Remote-User-Signature": good},
+    for headers in ({"X-Remote-User": "esia:4242", "X-Remote-User-Signature": f"{int(time.time())}:{'0' * 64}"},
+                    {"X-Remote-User": "esia:4243", "X-Remote-User-Signature": good},  # another identity
+                    {"X-Remote-User": "esia:4242", "X-Remote-User-Signature": sign("esia:4242",
+                                                                                   int(time.time()) - 600)},
                     {"X-Remote-User": "esia:4242"}):
         ctx, p = visit(headers)
         assert "/login" in p.url, headers  # an unsigned or forged identity is nobody

@@ -197,3 +197,74 @@ def period_progress(conn: Connection, now: datetime, window: WindowSection) -> P
                           meters_bound=len(bound), by_state=by_state,
                           not_billed=sum(1 for k in bound if states.get(k) != "accepted"),
                           corrections_accepted=int(corrections))
+
+
+@dataclass(frozen=True)
+class FleetFilter:
+    """The fleet page's filters; every one that is set must hold (AND)."""
+
+    offline_h: float | None = None  # offline (retained status) for more than this many hours
+    not_ok: int | None = None  # at least this many of the newest readings in a row not ok
+    attention: bool = False  # needs attention before the current period's window closes
+    unbilled: bool = False  # its meter has no accepted submission this period
+    stale: bool = False
+    query: str = ""  # part of the device id or meter serial
+
+    @property
+    def active(self) -> bool:
+        return bool(self.offline_h is not None or self.not_ok is not None or self.attention or self.unbilled
+                    or self.stale or self.query)
+
+
+def billing_state(h: DeviceHealth, states: dict[tuple[str, str], str]) -> str | None:
+    """The device's meter's submission state this period (None: nothing submitted yet, or unbound)."""
+    if h.payer_code is None or h.meter_serial is None:
+        return None
+    return states.get((h.payer_code, h.meter_serial))
+
+
+def attention_reasons(h: DeviceHealth, states: dict[tuple[str, str], str], progress: PeriodProgress,
+                      now: datetime) -> list[str]:
+    """Why a bound device's meter may miss this period's bill: codes, empty when nothing is wrong, the
+    meter is already billed, or the window has closed. `offline`, `stale`, `not_ok`, `needs_attention`,
+    `refused`, `no_reading`."""
+    if h.meter_serial is None or now >= progress.window_closes:
+        return []
+    state = billing_state(h, states)
+    if state == "accepted":
+        return []
+    out = []
+    if h.online is False:
+        out.append("offline")
+    if h.stale:
+        out.append("stale")
+    if h.last_seq is None:
+        out.append("no_reading")
+    elif h.not_ok_in_row:
+        out.append("not_ok")
+    if state in ("needs_attention", "refused"):
+        out.append(state)
+    return out
+
+
+def apply_filter(rows: list[DeviceHealth], flt: FleetFilter, states: dict[tuple[str, str], str],
+                 progress: PeriodProgress, now: datetime) -> list[DeviceHealth]:
+    out = []
+    q = flt.query.strip().lower()
+    for h in rows:
+        if flt.offline_h is not None:
+            since = h.offline_since
+            if since is None or (now - since).total_seconds() < flt.offline_h * 3600:
+                continue
+        if flt.not_ok is not None and h.not_ok_in_row < flt.not_ok:
+            continue
+        if flt.stale and not h.stale:
+            continue
+        if flt.unbilled and (h.meter_serial is None or billing_state(h, states) == "accepted"):
+            continue
+        if flt.attention and not attention_reasons(h, states, progress, now):
+            continue
+        if q and q not in h.device_id.lower() and q not in (h.meter_serial or "").lower():
+            continue
+        out.append(h)
+    return out

@@ -1,25 +1,154 @@
-"""Operators' pages (role `operator`). The fleet page of the operators' issue grows here; every route
-starts with `require_user(request, role="operator")`."""
+"""Operators' pages (role `operator`): the fleet page and one device's page. Every route starts with
+`require_user(request, role="operator")`: signed out → the sign-in page; any other role → the same
+answer as a page that does not exist.
+
+Everything is read from the store (device_health), so the pages show the same as `devices list`,
+`status` and the metrics, for any number of ingest workers."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+from decimal import Decimal, InvalidOperation
+
+from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from cloud_bridge.device_health import (
+    FleetFilter,
+    apply_filter,
+    attention_reasons,
+    billing_state,
+    device_health,
+    meter_states,
+    period_progress,
+)
 from cloud_bridge.fleet import fleet_counts
 from cloud_bridge.store.engine import read_only
-from cloud_bridge.web.pages import render, require_user, web
+from cloud_bridge.store.tables import readings
+from cloud_bridge.web.fleet_chart import ChartPoint, reading_chart
+from cloud_bridge.web.pages import NotFound, formats, gettext, render, require_user, web
+from contract import topics
+from contract.payloads import mask_payer
+
+MAX_ROWS = 500
+CHART_DAYS = 30
+CHART_MAX_POINTS = 2000
+TABLE_READINGS = 30
 
 
-async def ops_home(request: Request) -> Response:
+def N_(message: str) -> str:  # marks a msgid for extraction; translated where shown
+    return message
+
+
+STATUS_WORDS = {"ok": N_("ok"), "suspect": N_("not sure"), "error": N_("not read")}
+ATTENTION_WORDS = {
+    "offline": N_("offline"),
+    "stale": N_("no reading for too long"),
+    "no_reading": N_("no reading yet"),
+    "not_ok": N_("last readings not ok"),
+    "needs_attention": N_("held back for the utility to check"),
+    "refused": N_("refused by billing"),
+}
+
+
+class OpsWords:
+    """Operators' plain words for codes (`ops.status(code)`, `ops.attention(code)`)."""
+
+    def __init__(self, request: Request) -> None:
+        self.t = gettext(request)
+
+    def status(self, code: str | None) -> str:
+        return self.t.gettext(STATUS_WORDS[code]) if code in STATUS_WORDS else (code or "—")
+
+    def attention(self, code: str) -> str:
+        return self.t.gettext(ATTENTION_WORDS[code]) if code in ATTENTION_WORDS else code
+
+
+def _number(value: str | None, *, lo: float, hi: float) -> float | None:
+    """A filter's number from the query string; anything else is ignored (the filter is off)."""
+    if value is None or not value.strip():
+        return None
+    try:
+        v = float(value.replace(",", "."))
+    except ValueError:
+        return None
+    return v if lo <= v <= hi else None
+
+
+def parse_filter(request: Request) -> FleetFilter:
+    q = request.query_params
+    not_ok = _number(q.get("not_ok"), lo=1, hi=1000)
+    return FleetFilter(offline_h=_number(q.get("offline_h"), lo=0, hi=24 * 366),
+                       not_ok=int(not_ok) if not_ok is not None else None,
+                       attention=q.get("attention") == "1", unbilled=q.get("unbilled") == "1",
+                       stale=q.get("stale") == "1", query=(q.get("q") or "")[:64])
+
+
+async def fleet_page(request: Request) -> Response:
     require_user(request, role="operator")
     w = web(request)
+    now = w.now()
+    flt = parse_filter(request)
     with read_only(w.engine) as conn:
-        counts = fleet_counts(conn, w.now(), w.config.fleet, w.config.window)
-    return render(request, "ops_home.html", counts=counts)
+        counts = fleet_counts(conn, now, w.config.fleet, w.config.window)
+        progress = period_progress(conn, now, w.config.window)
+        states = meter_states(conn, progress.period)
+        rows = device_health(conn, now, w.config.fleet)
+        conn.rollback()
+    shown = apply_filter(rows, flt, states, progress, now)
+    items = [{"h": h, "billing": billing_state(h, states),
+              "attention": attention_reasons(h, states, progress, now)} for h in shown[:MAX_ROWS]]
+    return render(request, "ops_home.html", ops=OpsWords(request), counts=counts, progress=progress, flt=flt,
+                  items=items,
+                  total=len(rows), matched=len(shown), max_rows=MAX_ROWS, now=now)
+
+
+def _mark(status: str) -> str:
+    return {"ok": "ok", "error": "error"}.get(status, "suspect")
+
+
+async def device_page(request: Request) -> Response:
+    require_user(request, role="operator")
+    w = web(request)
+    device_id = request.path_params["device_id"]
+    if not topics.is_valid_device_id(device_id):
+        raise NotFound()
+    now = w.now()
+    with read_only(w.engine) as conn:
+        found = device_health(conn, now, w.config.fleet, [device_id])
+        if not found:
+            raise NotFound()
+        h = found[0]
+        progress = period_progress(conn, now, w.config.window)
+        states = meter_states(conn, progress.period)
+        recent = conn.execute(
+            select(readings.c.id, readings.c.seq, readings.c.taken_at, readings.c.stored_at, readings.c.value,
+                   readings.c.status, readings.c.reason, readings.c.confidence)
+            .where(readings.c.device_id == device_id, readings.c.taken_at >= now - timedelta(days=CHART_DAYS))
+            .order_by(readings.c.taken_at.desc(), readings.c.seq.desc()).limit(CHART_MAX_POINTS)).all()
+        conn.rollback()
+    t = gettext(request)
+    fmt = formats(request)
+    points = []
+    for r in recent:
+        try:
+            value = Decimal(r.value) if r.value is not None else None
+        except InvalidOperation:
+            value = None
+        note = r.status if not r.reason else f"{r.status}: {r.reason}"
+        points.append(ChartPoint(r.taken_at, value, _mark(r.status), note[:200]))  # type: ignore[arg-type]
+    chart = reading_chart(points, title=t.gettext("Readings of the last %(days)d days") % {"days": CHART_DAYS},
+                          unit="m³", when=fmt.short,
+                          number=lambda v: fmt.number(v, 0 if v == v.to_integral_value() else 2), empty=t.gettext(
+                              "No readings in the last %(days)d days.") % {"days": CHART_DAYS})
+    return render(request, "ops_device.html", ops=OpsWords(request), h=h, chart=chart, readings=recent[:TABLE_READINGS],
+                  billing=billing_state(h, states), attention=attention_reasons(h, states, progress, now),
+                  progress=progress, now=now, payer_masked=mask_payer(h.payer_code) if h.payer_code else None)
 
 
 routes: list[BaseRoute] = [
-    Route("/ops", ops_home),
+    Route("/ops", fleet_page),
+    Route("/ops/devices/{device_id}", device_page),
 ]

@@ -61,6 +61,7 @@ class DeviceHealth:
     uptime_s: float | None
     model: str | None
     version: str | None
+    retired_at: datetime | None = None  # `devices retire`: kept for its history, never stale
 
     @property
     def offline_since(self) -> datetime | None:
@@ -88,7 +89,7 @@ class DeviceHealth:
                 "at": t(self.telemetry_at), "outbox_depth": self.outbox_depth, "last_error": self.last_error,
                 "cpu_temp_c": self.cpu_temp_c, "free_disk_bytes": self.free_disk_bytes,
                 "disk_full": self.disk_full, "uptime_s": self.uptime_s},
-            "model": self.model, "version": self.version,
+            "model": self.model, "version": self.version, "retired_at": t(self.retired_at),
         }
 
 
@@ -116,7 +117,7 @@ def device_health(conn: Connection, now: datetime, fleet: FleetSection,
                     .join(meters, meters.c.serial == bindings.c.meter_serial)
                     .where(bindings.c.valid_to.is_(None)).subquery("open_binding"))
     tel = device_telemetry
-    q = (select(devices.c.device_id, devices.c.created_at, devices.c.note,
+    q = (select(devices.c.device_id, devices.c.created_at, devices.c.note, devices.c.retired_at,
                 device_status.c.online, device_status.c.changed_at.label("online_changed_at"),
                 per_device.c.n, per_device.c.last_seq, last.c.taken_at, last.c.value, last.c.status, last.c.reason,
                 last.c.model.label("reading_model"), not_ok.c.n.label("not_ok_n"),
@@ -140,11 +141,12 @@ def device_health(conn: Connection, now: datetime, fleet: FleetSection,
             device_id=r.device_id, created_at=r.created_at, note=r.note, online=r.online,
             online_changed_at=r.online_changed_at, readings=int(r.n or 0), last_seq=r.last_seq,
             last_taken_at=r.taken_at, last_value=r.value, last_status=r.status, last_reason=r.reason,
-            not_ok_in_row=int(r.not_ok_n or 0), stale=since < cutoff,
+            not_ok_in_row=int(r.not_ok_n or 0), stale=since < cutoff and r.retired_at is None,
             meter_serial=r.meter_serial, meter_kind=r.kind, payer_code=r.payer_code, bound_since=r.valid_from,
             telemetry_at=r.telemetry_at, outbox_depth=r.outbox_depth, last_error=r.last_error,
             cpu_temp_c=r.cpu_temp_c, free_disk_bytes=r.free_disk_bytes, disk_full=r.disk_full,
-            uptime_s=r.uptime_s, model=r.model or r.reading_model or None, version=r.version or None))
+            uptime_s=r.uptime_s, model=r.model or r.reading_model or None, version=r.version or None,
+            retired_at=r.retired_at))
     return out
 
 

@@ -95,7 +95,8 @@ def device_state(conn: Connection, device_id: str, now: datetime, fleet: FleetSe
 
 
 def fleet_counts(conn: Connection, now: datetime, fleet: FleetSection, window: WindowSection) -> FleetCounts:
-    n_devices = conn.execute(select(func.count()).select_from(devices)).scalar_one()
+    active = devices.c.retired_at.is_(None)  # a retired device is history, not fleet
+    n_devices = conn.execute(select(func.count()).select_from(devices).where(active)).scalar_one()
     online = conn.execute(select(func.count()).select_from(device_status)
                           .where(device_status.c.online.is_(True))).scalar_one()
     cutoff = now - stale_after(fleet)
@@ -103,7 +104,8 @@ def fleet_counts(conn: Connection, now: datetime, fleet: FleetSection, window: W
             .group_by(readings.c.device_id).subquery())
     stale = conn.execute(
         select(func.count()).select_from(devices.outerjoin(last, last.c.device_id == devices.c.device_id))
-        .where(or_(last.c.last < cutoff, and_(last.c.last.is_(None), devices.c.created_at < cutoff)))).scalar_one()
+        .where(and_(active, or_(last.c.last < cutoff,
+                                and_(last.c.last.is_(None), devices.c.created_at < cutoff))))).scalar_one()
     day_ago = now - timedelta(days=1)
 
     def devices_with(status: str) -> int:
@@ -174,7 +176,8 @@ class FleetPublisher:
             with read_only(self.engine) as conn:
                 ids = set(self._dirty)
                 if sweeping:
-                    ids |= set(conn.execute(select(devices.c.device_id)).scalars())
+                    ids |= set(conn.execute(select(devices.c.device_id)
+                                            .where(devices.c.retired_at.is_(None))).scalars())
                 for device_id in sorted(ids):
                     state = device_state(conn, device_id, now, self.fleet)
                     if state is not None:

@@ -76,7 +76,8 @@ class StoreCollector(Collector):
         now = utcnow()
         out: list[Metric] = []
         with read_only(self.engine) as conn:
-            health = device_health(conn, now, self.cfg.fleet)
+            # retired devices (`devices retire`) are history: not counted as unbound, stale or offline
+            health = [h for h in device_health(conn, now, self.cfg.fleet) if h.retired_at is None]
             progress = period_progress(conn, now, self.cfg.window)
             totals: dict[str, int] = dict(conn.execute(select(counters.c.name, func.sum(counters.c.value))
                                        .group_by(counters.c.name)).all())

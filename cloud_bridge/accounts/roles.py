@@ -89,14 +89,15 @@ ROLE_ACLS: dict[str, list[Acl]] = {
         *_write(topics.HA_STATUS, f"{topics.METERS}/+/{topics.CMD}/capture", f"{topics.METERS}/+/{topics.CMD}/reload"),
     ],
     # The account `meter-bridge` manages the others with; it also clears a retired device's retained
-    # topics (status, telemetry, state, HA discovery).
+    # topics (status, telemetry, state, HA discovery, the bridge's dashboard state of it).
     ADMIN_ROLE: [
         *_read("$CONTROL/dynamic-security/#"),
         *_write("$CONTROL/dynamic-security/#"),
         *_read(f"{topics.HA_DISCOVERY_PREFIX}/+/+/+/config", f"{topics.METERS}/+/{topics.STATUS}",
                f"{topics.METERS}/+/{topics.TELEMETRY}", f"{topics.METERS}/+/{topics.STATE}"),
         *_write(f"{topics.HA_DISCOVERY_PREFIX}/+/+/+/config", f"{topics.METERS}/+/{topics.STATUS}",
-                f"{topics.METERS}/+/{topics.TELEMETRY}", f"{topics.METERS}/+/{topics.STATE}"),
+                f"{topics.METERS}/+/{topics.TELEMETRY}", f"{topics.METERS}/+/{topics.STATE}",
+                f"{topics.BRIDGE}/devices/+/state"),
     ],
 }
 

@@ -73,7 +73,7 @@ def retained(port: int, password: str) -> dict[str, bytes]:
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="op", protocol=mqtt.MQTTv5)
     c.username_pw_set("op", password)
     c.on_message = lambda _c, _u, m: got.__setitem__(m.topic, bytes(m.payload)) if m.retain else None
-    c.on_connect = lambda cl, u, f, rc, p: cl.subscribe([("meters/#", 1), ("homeassistant/#", 1)])
+    c.on_connect = lambda cl, u, f, rc, p: cl.subscribe([("meters/#", 1), ("homeassistant/#", 1), ("bridge/#", 1)])
     c.connect("127.0.0.1", port)
     c.loop_start()
     time.sleep(0.8)
@@ -106,8 +106,17 @@ def test_retire_revokes_clears_retained_and_keeps_history(cli: Any) -> None:
                "--address", "Flat 1").exit_code == 0
     _store_readings(cli.db_url, "pi-old", range(1, 4))
     dev, other = Device(port, "pi-old", pw), Device(port, "pi-other", other_pw)
+    bridge_pw = cli.broker.add_account("bridge", "bridge")  # the bridge's retained dashboard state of it
+    b = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bridge-0", protocol=mqtt.MQTTv5)
+    b.username_pw_set("bridge", bridge_pw)
+    b.connect("127.0.0.1", port)
+    b.loop_start()
+    b.publish("bridge/devices/pi-old/state", b"{}", qos=1, retain=True).wait_for_publish(5)
+    b.disconnect()
+    b.loop_stop()
     before = retained(port, op_pw)
     assert set(HA_CONFIGS) <= set(before) and "meters/pi-old/state" in before
+    assert "bridge/devices/pi-old/state" in before
 
     r = cli("devices", "retire", "pi-old", "--json")
     assert r.exit_code == 0, r.output
@@ -182,3 +191,32 @@ def test_unbind_is_a_devices_subcommand(cli: Any) -> None:
                "--address", "Flat 1").exit_code == 0
     r = cli("devices", "unbind", "pi-1", "--json")
     assert r.exit_code == 0 and json.loads(r.output)["closed"]["meter_serial"] == "SN-1", r.output
+
+
+def test_a_retired_device_leaves_the_fleet_counts(cli: Any) -> None:
+    """Retired devices never read again: they must not count as devices, stale or unbound (false alerts)."""
+    from datetime import timedelta
+
+    from cloud_bridge.config import BridgeConfig
+    from cloud_bridge.device_health import device_health
+    from cloud_bridge.fleet import fleet_counts
+
+    for d in ("pi-1", "pi-2"):
+        _add(cli, d)
+    cfg = BridgeConfig(database_url=cli.db_url)
+    later = utcnow() + timedelta(days=2)  # both stale by then
+    engine = open_store(cli.db_url, create=False)
+    try:
+        with engine.connect() as conn:
+            before = fleet_counts(conn, later, cfg.fleet, cfg.window)
+        assert (before.devices, before.stale) == (2, 2)
+        assert cli("devices", "retire", "pi-1").exit_code == 0
+        with engine.connect() as conn:
+            after = fleet_counts(conn, later, cfg.fleet, cfg.window)
+            health = {h.device_id: h for h in device_health(conn, later, cfg.fleet)}
+        assert (after.devices, after.stale) == (1, 1)
+        assert health["pi-1"].retired_at is not None and not health["pi-1"].stale and health["pi-2"].stale
+    finally:
+        engine.dispose()
+    listed = {d["device_id"]: d for d in json.loads(cli("devices", "list", "--json").output)["devices"]}
+    assert listed["pi-1"]["retired_at"] is not None and listed["pi-2"]["retired_at"] is None

@@ -84,6 +84,15 @@ class CorrectionRow:
     created_at: datetime
     submission_state: str | None  # the state of the submission it caused, if any
     submission_reason: str | None
+    state: str | None = None  # the plausibility verdict where the store keeps one: accepted / refused / review
+    reason: str | None = None
+    plausible_low: str | None = None
+    plausible_high: str | None = None
+
+    @property
+    def counts(self) -> bool:
+        """Whether the correction replaces the reading's value (a refused one, or one under review, does not)."""
+        return self.state in (None, "accepted")
 
 
 @dataclass
@@ -206,12 +215,16 @@ def payer_view(conn: Connection, config: BridgeConfig, payer_code: str, now: dat
     sub_by_corr = {s.correction_id: s for s in subs if s.correction_id is not None}
     corrections_out = []
     for c in corr:
-        if c.reading_id in by_id:
+        s = sub_by_corr.get(c.id)
+        low, high = getattr(c, "plausible_low", None), getattr(c, "plausible_high", None)
+        row = CorrectionRow(c.id, c.reading_id, c.meter_serial, c.old_value, c.value, c.by, c.note, c.created_at,
+                            s.state if s else None, s.reason if s else None, getattr(c, "state", None),
+                            getattr(c, "reason", None), None if low is None else str(low),
+                            None if high is None else str(high))
+        corrections_out.append(row)
+        if c.reading_id in by_id and row.counts:
             by_id[c.reading_id].corrected_value = c.value
             by_id[c.reading_id].correction_id = c.id
-        s = sub_by_corr.get(c.id)
-        corrections_out.append(CorrectionRow(c.id, c.reading_id, c.meter_serial, c.old_value, c.value, c.by, c.note,
-                                             c.created_at, s.state if s else None, s.reason if s else None))
     meters_out = []
     seen: set[str] = set()
     for b in reversed(binds):  # the newest binding of a meter describes it

@@ -141,8 +141,9 @@ def _correction_page(request: Request, code: str, reading: ReadingRow, status_co
     with read_only(w.engine) as conn:
         view = payer_view(conn, w.config, code, w.now())
     history = [c for c in view.corrections if c.reading_id == reading.id]
-    if history:
-        reading.corrected_value = history[0].value
+    standing = next((c for c in history if c.counts), None)
+    if standing is not None:
+        reading.corrected_value = standing.value
     meter = next((m for m in view.meters if m.serial == reading.meter_serial), None)
     return render(request, "correct.html", status_code=status_code, v=view, r=reading, meter=meter,
                   history=history, reading_period=str(Period.of(reading.taken_at, ZoneInfo(view.timezone))),

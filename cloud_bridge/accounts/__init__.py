@@ -94,8 +94,8 @@ def add_device_account(admin: DynSecAdmin, device_id: str, *, reissue: bool = Fa
     existing = admin.get_client(device_id)
     if existing is not None:
         if not reissue:
-            raise AccountError(f"the broker has an account {device_id!r} already: use --new-password to reissue "
-                               "its password, or choose another device id")
+            raise AccountError(f"the broker has an account {device_id!r} already (`meter-bridge accounts list`): "
+                               "choose another device id, or `meter-bridge accounts remove` it if it is a leftover")
         admin.set_password(device_id, password)
         return password
     admin.create_client(device_id, password, rolename=role, clientid=device_id, textname="meter-bridge device")

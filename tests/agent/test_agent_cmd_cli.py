@@ -132,3 +132,21 @@ def test_cmd_refuses_what_it_cannot_send(bridge: Any) -> None:
     assert bridge("devices", "retire", "dev-b").exit_code == 0
     r = bridge("cmd", "dev-b", "capture")
     assert r.exit_code == 1 and "retired" in r.output, r.output
+
+
+@pytest.mark.parametrize(("payload", "expect_id", "refused"), [
+    (b'{"id": "abc-1"}', "abc-1", None),
+    (b"", None, None),
+    (b'{"id": "bad id!"}', None, "id must match"),
+    (b'{"id": 7}', None, "id must match"),
+])
+def test_a_command_carries_an_id_for_its_answer(payload: bytes, expect_id: str | None, refused: str | None) -> None:
+    from edge.transport.commands import Command, Refused, parse_command
+
+    got = parse_command("dev-a", "meters/dev-a/cmd/capture", payload)
+    if refused:
+        assert isinstance(got, Refused) and refused in got.reason
+    else:
+        assert isinstance(got, Command) and got.id == expect_id
+    sv = parse_command("dev-a", "meters/dev-a/cmd/set-value", b'{"value": "00012.500", "id": "x1"}')
+    assert isinstance(sv, Command) and sv.id == "x1" and sv.set_value is not None

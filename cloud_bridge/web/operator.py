@@ -11,10 +11,12 @@ from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from cloud_bridge.commands import CommandError, command_history, send_command
 from cloud_bridge.device_health import (
     FleetFilter,
     apply_filter,
@@ -36,6 +38,7 @@ MAX_ROWS = 500
 CHART_DAYS = 30
 CHART_MAX_POINTS = 2000
 TABLE_READINGS = 30
+COMMANDS_SHOWN = 10
 
 
 def N_(message: str) -> str:  # marks a msgid for extraction; translated where shown
@@ -43,6 +46,16 @@ def N_(message: str) -> str:  # marks a msgid for extraction; translated where s
 
 
 STATUS_WORDS = {"ok": N_("ok"), "suspect": N_("not sure"), "error": N_("not read")}
+COMMAND_WORDS = {"capture": N_("take a reading"), "reload": N_("reload"), "set-value": N_("set the value")}
+ANSWER_WORDS = {
+    "sent": N_("sent, no answer yet"),
+    "accepted": N_("accepted"),
+    "done": N_("done"),
+    "refused": N_("refused by the device"),
+    "no_answer": N_("no answer"),
+    "blocked": N_("not sent: failed the checks"),
+    "failed": N_("not sent: the broker"),
+}
 ATTENTION_WORDS = {
     "offline": N_("offline"),
     "stale": N_("no reading for too long"),
@@ -64,6 +77,12 @@ class OpsWords:
 
     def attention(self, code: str) -> str:
         return self.t.gettext(ATTENTION_WORDS[code]) if code in ATTENTION_WORDS else code
+
+    def command(self, name: str) -> str:
+        return self.t.gettext(COMMAND_WORDS[name]) if name in COMMAND_WORDS else name
+
+    def answer(self, state: str) -> str:
+        return self.t.gettext(ANSWER_WORDS[state]) if state in ANSWER_WORDS else state
 
 
 def _number(value: str | None, *, lo: float, hi: float) -> float | None:
@@ -111,6 +130,38 @@ def _mark(status: str) -> str:
 
 async def device_page(request: Request) -> Response:
     require_user(request, role="operator")
+    return await _device(request)
+
+
+async def device_command(request: Request) -> Response:
+    """A command button: the same `send_command` as `meter-bridge cmd` (checks, audit log with the
+    operator's login, waits for the device's answer), then back to the device page showing the answer."""
+    user = require_user(request, role="operator")
+    w = web(request)
+    device_id, name = request.path_params["device_id"], request.path_params["name"]
+    if not topics.is_valid_device_id(device_id) or name not in topics.COMMANDS:
+        raise NotFound()
+    with read_only(w.engine) as conn:
+        known = bool(device_health(conn, w.now(), w.config.fleet, [device_id]))
+        conn.rollback()
+    if not known:
+        raise NotFound()
+    form = await request.form()
+    raw = form.get("value") if name == "set-value" else None
+    value = raw.strip()[:32] if isinstance(raw, str) else None
+    if name == "set-value" and not value:
+        return await _device(request, error=gettext(request).gettext("Type the value the meter shows now."),
+                             status_code=400)
+    who = f"{user.login} (web" + (f", via {w.config.commands.username})" if w.config.commands.username else ")")
+    try:
+        outcome = await run_in_threadpool(send_command, w.engine, w.config, device_id, name, requested_by=who,
+                                          value=value)
+    except CommandError as exc:
+        return await _device(request, error=str(exc), status_code=503)
+    return RedirectResponse(f"/ops/devices/{device_id}?cmd={outcome.command_id}#commands", status_code=303)
+
+
+async def _device(request: Request, *, error: str | None = None, status_code: int = 200) -> Response:
     w = web(request)
     device_id = request.path_params["device_id"]
     if not topics.is_valid_device_id(device_id):
@@ -143,7 +194,12 @@ async def device_page(request: Request) -> Response:
                           unit="m³", when=fmt.short,
                           number=lambda v: fmt.number(v, 0 if v == v.to_integral_value() else 2), empty=t.gettext(
                               "No readings in the last %(days)d days.") % {"days": CHART_DAYS})
-    return render(request, "ops_device.html", ops=OpsWords(request), h=h, chart=chart, readings=recent[:TABLE_READINGS],
+    commands = await run_in_threadpool(command_history, w.engine, device_id, COMMANDS_SHOWN)
+    c = w.config.commands
+    return render(request, "ops_device.html", status_code=status_code, ops=OpsWords(request), h=h,
+                  commands=commands, commands_ready=bool(c.username and c.password_file),
+                  command_timeout_s=c.timeout_s, highlight=request.query_params.get("cmd"), error=error,
+                  chart=chart, readings=recent[:TABLE_READINGS],
                   billing=billing_state(h, states), attention=attention_reasons(h, states, progress, now),
                   progress=progress, now=now, payer_masked=mask_payer(h.payer_code) if h.payer_code else None)
 
@@ -151,4 +207,5 @@ async def device_page(request: Request) -> Response:
 routes: list[BaseRoute] = [
     Route("/ops", fleet_page),
     Route("/ops/devices/{device_id}", device_page),
+    Route("/ops/devices/{device_id}/cmd/{name}", device_command, methods=["POST"]),
 ]

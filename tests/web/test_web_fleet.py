@@ -4,7 +4,6 @@ them. Phone width; a resident and a signed-out visitor cannot open any of it."""
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fleet_helpers import shot, sign_in
 from web_helpers import PASSWORD, make_config, serve
 
 from cloud_bridge.broker import MosquittoBroker
@@ -25,10 +25,6 @@ from cloud_bridge.store.tables import submissions
 from cloud_bridge.web.users import create_user
 from contract.payloads import Reading, Telemetry
 
-REPO = Path(__file__).resolve().parents[2]
-# Screenshots for docs/operate-fleet.md: written to docs/img only when asked (METER_DOC_SCREENSHOTS=1),
-# so a test run leaves the work tree as it was; kept small (256-colour PNG).
-IMG = REPO / "docs" / "img" if os.environ.get("METER_DOC_SCREENSHOTS") == "1" else None
 # The bridge stores what arrives at BRIDGE_NOW; the portal looks 30 hours later (November's window open).
 BRIDGE_NOW = datetime(2026, 11, 19, 3, 0, tzinfo=UTC)
 PORTAL_NOW = BRIDGE_NOW + timedelta(hours=30)
@@ -155,23 +151,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     engine.dispose()
 
 
-def shot(target: Any, name: str, tmp: Path, **kw: Any) -> None:
-    path = (IMG or tmp) / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    target.screenshot(path=str(path), **kw)
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im.convert("RGB").quantize(256).save(path, optimize=True)
-    assert path.stat().st_size > 1000
 
 
-def sign_in(page: Any, base: str, login: str) -> None:
-    page.goto(base + "/login")
-    page.fill("input[name=login]", login)
-    page.fill("input[name=password]", PASSWORD)
-    with page.expect_navigation():
-        page.click("form.stack button[type=submit]")
 
 
 def listed(page: Any) -> list[str]:

@@ -289,3 +289,50 @@ def residents_link(ctx: click.Context, login: str, payer_code: str, sso: bool) -
     finally:
         engine.dispose()
     click.echo(f"{user.login}: payer {payer_code} {'linked' if added else 'was already linked'}")
+
+
+@residents_group.command("feed")
+@click.option("--since", "since_text", metavar="ISO_TIME", default=None,
+              help="Only events at or after this time (default: the last 24 hours).")
+@click.option("--lang", type=click.Choice(["ru", "en"]), default="ru", show_default=True,
+              help="Language of each event's `text`.")
+@click.pass_context
+def residents_feed(ctx: click.Context, since_text: str | None, lang: str) -> None:
+    """Every resident's notifications as JSON lines, for the utility's sender (SMS, e-mail, push): one
+    line per event and resident, `to` (the login), `id` (stable: remember it to send once), `kind`
+    (billed, points, offline, attention, correction), `at` (UTC), payer, meter, value, period, points,
+    and `text`. The same events as the portal's /me/notifications."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import select
+
+    from cloud_bridge.store.engine import read_only
+    from cloud_bridge.store.tables import payer_links, users
+    from cloud_bridge.submission.periods import parse_instant
+    from cloud_bridge.web.feed import Event, payer_events
+    from cloud_bridge.web.i18n import Formats, translations
+    from cloud_bridge.web.words import Words
+
+    now = datetime.now(UTC)
+    try:
+        since = parse_instant(since_text) if since_text else now - timedelta(days=1)
+    except ValueError as exc:
+        fail(str(exc))
+    config = load_config(ctx)
+    engine = open_engine(ctx)
+    words, fmt = Words(translations(lang)), Formats(lang, config.window.timezone)
+    try:
+        with read_only(engine) as conn:
+            links = conn.execute(select(users.c.login, payer_links.c.payer_code)
+                                 .join(payer_links, payer_links.c.user_id == users.c.id)
+                                 .where(users.c.disabled.is_(False), users.c.role == "resident")
+                                 .order_by(users.c.login, payer_links.c.payer_code)).all()
+            cache: dict[str, list[Event]] = {}
+            for login, code in links:
+                if code not in cache:
+                    cache[code] = [e for e in payer_events(conn, config, code, now) if e.at >= since]
+                for e in cache[code]:
+                    click.echo(json.dumps({"to": login, **e.to_json(), "text": words.event(e, fmt)},
+                                          ensure_ascii=False))
+    finally:
+        engine.dispose()

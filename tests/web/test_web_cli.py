@@ -119,3 +119,24 @@ def test_web_serves_on_loopback_with_safe_cookies_and_headers(cfg: Path, tmp_pat
     refused = subprocess.run([sys.executable, "-m", "cloud_bridge.cli", "--config", str(cfg), "web", "--port", "0"],
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1 and f"chmod 600 {key}" in refused.stderr
+
+
+def test_the_feed_for_the_utilitys_sender(cfg: Path) -> None:
+    from sqlalchemy import update
+
+    from cloud_bridge.store.tables import readings
+
+    engine = open_store(f"sqlite:///{cfg.parent / 'bridge.db'}")
+    with engine.begin() as conn:  # the seeded readings end at 20 Nov: every device has been silent since
+        conn.execute(update(readings).where(readings.c.device_id == "dev-b").values(status="suspect"))
+    engine.dispose()
+    out = run(cfg, "residents", "feed", "--since", "2026-11-01T00:00:00Z", "--lang", "en")
+    assert out.exit_code == 0, out.output
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    offline = {(e["to"], e["device_id"]) for e in events if e["kind"] == "offline"}
+    assert offline == {("alice@example.org", "dev-a-cold"), ("alice@example.org", "dev-a-hot"),
+                       ("+79161234567", "dev-b")}  # the unlinked payer's device goes to nobody
+    assert all(e["text"].startswith("The device of meter") for e in events if e["kind"] == "offline")
+    assert len({e["id"] for e in events}) == len(events)
+    bad = run(cfg, "residents", "feed", "--since", "yesterday")
+    assert bad.exit_code == 1

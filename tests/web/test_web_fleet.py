@@ -19,7 +19,7 @@ from cloud_bridge.config import BridgeConfig
 from cloud_bridge.fleet import FleetPublisher
 from cloud_bridge.ingest.mqtt_source import MqttSource
 from cloud_bridge.ingest.worker import IngestWorker
-from cloud_bridge.registry import add_device, bind
+from cloud_bridge.registry import add_device, bind, retire
 from cloud_bridge.store import open_store
 from cloud_bridge.store.tables import submissions
 from cloud_bridge.web.users import create_user
@@ -142,6 +142,11 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         dev.loop_stop()
         dev.disconnect()
         source.stop()
+    with engine.begin() as conn:  # a Pi retired (stolen) before all this: history only, never stale or offline
+        add_device(conn, "attic-old", now=since)
+        bind(conn, "attic-old", meter_serial="SN-attic", kind="cold", payer_code="1000000009", address="Flat 9",
+             now=since)
+        retire(conn, "attic-old", now=since + timedelta(days=1))
     with engine.begin() as conn:  # kitchen-ok's meter was accepted by billing this period
         conn.execute(submissions.insert().values(
             idempotency_key="1000000000:SN-kitchen-ok:2026-11", payer_code="1000000000", meter_serial="SN-kitchen-ok",
@@ -166,7 +171,8 @@ def fits_the_phone(page: Any) -> bool:
 def test_the_fleet_page_shows_every_device_and_filters_it(fleet: Fleet, page: Any, tmp_path: Path) -> None:
     sign_in(page, fleet.url, OPERATOR)
     assert page.url.endswith("/ops")
-    assert listed(page) == ["bath-off", "hall-err", "kitchen-ok", "porch-new"]
+    assert listed(page) == ["attic-old", "bath-off", "hall-err", "kitchen-ok", "porch-new"]
+    assert "списано" in page.locator("#device-attic-old").inner_text()
     assert fits_the_phone(page)  # the wide table scrolls inside its box, not the page
     row = page.locator("#device-hall-err")
     text = row.inner_text()
@@ -191,7 +197,8 @@ def test_the_fleet_page_shows_every_device_and_filters_it(fleet: Fleet, page: An
     assert filtered("unbilled=1") == ["bath-off", "hall-err"]
     assert filtered("stale=1") == ["bath-off", "porch-new"]
     assert filtered("q=kitch") == ["kitchen-ok"]
-    assert filtered("offline_h=abc&not_ok=-3") == ["bath-off", "hall-err", "kitchen-ok", "porch-new"]  # ignored
+    assert filtered("offline_h=abc&not_ok=-3") == ["attic-old", "bath-off", "hall-err", "kitchen-ok",
+                                                   "porch-new"]  # ignored
     # The form does the same as the query string.
     page.goto(f"{fleet.url}/ops")
     page.fill("input[name=not_ok]", "3")

@@ -125,7 +125,9 @@ def test_phone_layout_has_no_horizontal_overflow(portal: Any, page: Any) -> None
     page.goto(portal.url + "/login")
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
     sign_in(page, portal.url, portal.world.alice)
-    for path in ("/me", f"/payer/{ALICE}", f"/payer/{ALICE}?all=1"):
+    reading = portal.world.reading_ids["dev-a-cold"][-1]
+    for path in ("/me", f"/payer/{ALICE}", f"/payer/{ALICE}?all=1", f"/payer/{ALICE}/reading/{reading}",
+                 "/me/notifications", "/account/password", "/no/such/page"):
         page.goto(portal.url + path)
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 375, (path, width)

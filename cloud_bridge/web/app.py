@@ -44,6 +44,7 @@ PAGE_MODULES = (
     "cloud_bridge.web.auth",
     "cloud_bridge.web.resident",
     "cloud_bridge.web.operator",
+    "cloud_bridge.web.health",
 )
 SESSION_COOKIE = "meter_session"
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "

@@ -162,6 +162,17 @@ def test_healthz_says_what_is_wrong(scraped: Scraped) -> None:
     assert code == 503 and body["broker"] == "disconnected" and body["database"] == "ok"
 
 
+def test_healthz_says_when_the_database_does_not_answer() -> None:
+    from cloud_bridge.metrics import health
+    from cloud_bridge.store.engine import make_engine
+
+    engine = make_engine(f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/nothing?connect_timeout=2")
+    ok, body = health(engine, lambda: True)
+    engine.dispose()
+    assert not ok and body["status"] == "unhealthy" and body["broker"] == "connected"
+    assert body["database"] != "ok" and "127.0.0.1" in body["database"]
+
+
 def _names_in(expr: str) -> set[str]:
     return set(re.findall(r"\bmeterfleet_[a-z0-9_]+", expr))
 

@@ -247,6 +247,11 @@ def test_wide_screen_screenshot(fleet: Fleet, browser: Any, tmp_path: Path) -> N
         context.close()
 
 
+def test_the_portal_answers_healthz_without_sign_in(fleet: Fleet, page: Any) -> None:
+    r = page.request.get(f"{fleet.url}/healthz")
+    assert r.status == 200 and r.json() == {"database": "ok", "status": "ok"}
+
+
 def test_residents_and_visitors_cannot_open_operator_pages(fleet: Fleet, page: Any) -> None:
     page.goto(f"{fleet.url}/ops")
     assert "/login?next=/ops" in page.url

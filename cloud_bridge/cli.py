@@ -22,11 +22,12 @@ COMMANDS = {
     "run": ("cloud_bridge.ingest.cli:run", "Ingest readings from the broker (N workers)."),
     "status": ("cloud_bridge.health:status", "Counters: received, stored, duplicate, refused, lag."),
     "history": ("cloud_bridge.residents.cli:history", "A payer's readings, submissions and points."),
-    "correct": ("cloud_bridge.residents.cli:correct", "Record a resident's correction of a reading."),
+    "correct": ("cloud_bridge.residents.cli:correct", "Check and record a correction of a reading."),
     "web": ("cloud_bridge.web.cli:web", "Serve the portal: residents' meters and bills, operators' fleet."),
     "users": ("cloud_bridge.web.cli:users_group", "Portal accounts: add an operator (one-time password), list."),
     "residents": ("cloud_bridge.web.cli:residents_group", "One-time link codes for payer codes (invite, link)."),
     "submit": ("cloud_bridge.submission.cli:submit", "Run one submission pass to billing."),
+    "settle": ("cloud_bridge.settlement.cli:settle", "Mark stored readings settled, outlier or pending."),
     "sandbox": ("cloud_bridge.sandbox.cli:sandbox", "Serve a billing + loyalty sandbox over HTTP."),
 }
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from cloud_bridge.settlement.settings import SettlementSection
 from cloud_bridge.submission.settings import SubmissionSection
 from cloud_bridge.web.settings import WebSection
 from contract.settings import ConfigError, Section, TomlEnvSettings, load_settings
@@ -126,6 +127,7 @@ class BridgeConfig(TomlEnvSettings):
     submission: SubmissionSection = Field(default_factory=SubmissionSection)  # type: ignore[arg-type]
     web: WebSection = Field(default_factory=WebSection)  # type: ignore[arg-type]
     metrics: MetricsSection = Field(default_factory=MetricsSection)  # type: ignore[arg-type]
+    settlement: SettlementSection = Field(default_factory=SettlementSection)  # type: ignore[arg-type]
 
     @field_validator("database_url")
     @classmethod

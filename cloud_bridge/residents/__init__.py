@@ -13,11 +13,13 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, select
 
+from cloud_bridge.settlement import settlement_of
+from cloud_bridge.settlement.settings import SettlementSection
 from cloud_bridge.store.tables import bindings, corrections, meters, payers, points_ledger, readings, submissions
 from cloud_bridge.submission.outbox import Clock, Sleep
 from cloud_bridge.submission.passes import MeterOutcome, run_submission_pass, submission_key, window_rule
@@ -27,6 +29,7 @@ from contract.payloads import VALUE_PATTERN, format_utc
 
 if TYPE_CHECKING:
     from cloud_bridge.config import BridgeConfig
+    from cloud_bridge.corrections import Verdict
     from cloud_bridge.gateways.base import BillingGateway, LoyaltyGateway
 
 CORRECTED_BY = ("resident", "installer", "operator")
@@ -41,8 +44,11 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def payer_history(conn: Connection, payer_code: str, *, timezone: str = "Europe/Moscow",
-                  limit: int | None = None) -> dict[str, Any]:
-    """Everything about one payer code, newest first, as one JSON-ready object."""
+                  limit: int | None = None, settle_first: SettlementSection | bool = False) -> dict[str, Any]:
+    """Everything about one payer code, newest first, as one JSON-ready object.
+
+    Each reading carries its `settlement` (`settled`, `outlier` with the reason, `pending`) as stored;
+    `settle_first` (a writing connection) settles the payer's meters' recent readings before."""
     from zoneinfo import ZoneInfo
 
     tz = ZoneInfo(timezone)
@@ -55,6 +61,13 @@ def payer_history(conn: Connection, payer_code: str, *, timezone: str = "Europe/
         .join(meters, meters.c.serial == bindings.c.meter_serial)
         .where(bindings.c.payer_code == payer_code).order_by(bindings.c.valid_from)).all()
     by_binding = {b.id: b for b in binds}
+    if settle_first:
+        from cloud_bridge.settlement import settle_meter
+        from cloud_bridge.store.tables import utcnow
+
+        limits = settle_first if isinstance(settle_first, SettlementSection) else SettlementSection()
+        for serial in sorted({b.meter_serial for b in binds}):
+            settle_meter(conn, serial, limits, utcnow(), since=utcnow() - timedelta(days=limits.lookback_days))
     q = (select(readings.c.id, readings.c.device_id, readings.c.seq, readings.c.taken_at, readings.c.value,
                 readings.c.status, readings.c.reason, readings.c.confidence, readings.c.binding_id,
                 readings.c.stored_at)
@@ -68,16 +81,20 @@ def payer_history(conn: Connection, payer_code: str, *, timezone: str = "Europe/
         .order_by(corrections.c.id)).all()
     latest: dict[int, Any] = {}
     for corr in corr_rows:
-        latest[corr.reading_id] = corr
+        if corr.state == "accepted":
+            latest[corr.reading_id] = corr
+    settled = settlement_of(conn, [r.id for r in rows])
     out_readings = []
     for r in rows:
         c = latest.get(r.id)
+        state, why = settled.get(r.id, ("pending", "not settled yet"))
         out_readings.append({
             "id": r.id, "device_id": r.device_id, "seq": r.seq, "taken_at": _iso(r.taken_at), "value": r.value,
             "status": r.status, "reason": r.reason, "confidence": r.confidence,
             "meter_serial": by_binding[r.binding_id].meter_serial, "period": str(Period.of(r.taken_at, tz)),
             "corrected_value": c.value if c else None, "correction_id": c.id if c else None,
-            "corrected_by": c.by if c else None, "stored_at": _iso(r.stored_at)})
+            "corrected_by": c.by if c else None, "stored_at": _iso(r.stored_at),
+            "settlement": {"state": state, "reason": why}})
     subs = conn.execute(select(submissions).where(submissions.c.payer_code == payer_code)
                         .order_by(submissions.c.period.desc(), submissions.c.meter_serial, submissions.c.id)).all()
     pts = conn.execute(select(points_ledger).where(points_ledger.c.payer_code == payer_code)
@@ -89,7 +106,8 @@ def payer_history(conn: Connection, payer_code: str, *, timezone: str = "Europe/
                     "valid_from": _iso(b.valid_from), "valid_to": _iso(b.valid_to)} for b in binds],
         "readings": out_readings,
         "corrections": [{"id": c.id, "reading_id": c.reading_id, "value": c.value, "by": c.by, "note": c.note,
-                         "created_at": _iso(c.created_at)} for c in corr_rows],
+                         "created_at": _iso(c.created_at), "state": c.state, "reason": c.reason,
+                         "plausible_low": c.plausible_low, "plausible_high": c.plausible_high} for c in corr_rows],
         "submissions": [{"key": s.idempotency_key, "meter_serial": s.meter_serial, "period": s.period,
                          "value": s.value, "taken_at": _iso(s.taken_at), "state": s.state, "reason": s.reason,
                          "attempts": s.attempts, "submission_id": s.submission_id, "reading_id": s.reading_id,
@@ -107,13 +125,15 @@ class CorrectionResult:
     old_value: str | None
     value: str
     period: str | None
-    action: str  # submitted / recorded
+    action: str  # submitted / recorded / refused / review
     message: str
     submission: MeterOutcome | None = None
+    verdict: Verdict | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"correction_id": self.correction_id, "reading_id": self.reading_id, "old_value": self.old_value,
                 "value": self.value, "period": self.period, "action": self.action, "message": self.message,
+                "verdict": self.verdict.to_json() if self.verdict else None,
                 "submission": self.submission.to_json() if self.submission else None}
 
 
@@ -125,21 +145,34 @@ def correct_reading(
     *,
     by: str = "resident",
     note: str | None = None,
+    confirm: bool = False,
     at: datetime | None = None,
     billing: BillingGateway | None = None,
     loyalty: LoyaltyGateway | None = None,
     clock: Clock = lambda: datetime.now(UTC),
     sleep: Sleep = time.sleep,
 ) -> CorrectionResult:
-    """Record a correction and, inside an open window, submit it when it changes what billing has."""
+    """Check a correction (cloud_bridge/corrections.py), record it with the verdict, and, when accepted
+    and inside an open window, submit it if it changes what billing has.
+
+    A refused correction (outside what the meter's readings around it allow, or below what billing
+    holds) or one held for review is recorded but never used for billing; `message` says why and which
+    range is plausible. `confirm` (operators and installers only) accepts a value held for review."""
+    from cloud_bridge.corrections import Verdict, check_correction
+    from cloud_bridge.settlement import settle_meter
+    from cloud_bridge.settlement.settings import settlement_settings
+
     if not re.match(VALUE_PATTERN, value):
         raise ResidentError(f"value {value!r} is not a meter value: digits with an optional decimal part, "
                             "e.g. 00123.456")
     if by not in CORRECTED_BY:
         raise ResidentError(f"--by must be one of {', '.join(CORRECTED_BY)}")
+    if confirm and by == "resident":
+        raise ResidentError("only an operator or an installer may confirm a value held for review (--by)")
     now = clock()
     at = at or now
     rule = window_rule(config)
+    limits = settlement_settings(config)
     with engine.begin() as conn:
         r = conn.execute(
             select(readings.c.id, readings.c.value, readings.c.taken_at, readings.c.binding_id,
@@ -147,11 +180,29 @@ def correct_reading(
             .outerjoin(bindings, bindings.c.id == readings.c.binding_id).where(readings.c.id == reading_id)).first()
         if r is None:
             raise ResidentError(f"no reading with id {reading_id} (see `meter-bridge history --payer CODE`)")
+        if r.meter_serial is None:
+            verdict = Verdict("review", "the reading belongs to no meter, so there is nothing to check it against")
+        else:
+            verdict = check_correction(conn, r.meter_serial, value, r.taken_at, limits, reading_id=reading_id)
+        if verdict.state == "review" and confirm:
+            verdict = Verdict("accepted", f"confirmed by {by}: {verdict.reason}", verdict.plausible_low,
+                              verdict.plausible_high)
         inserted = conn.execute(corrections.insert().values(
-            reading_id=reading_id, value=value, by=by, note=note, created_at=now)).inserted_primary_key
+            reading_id=reading_id, value=value, by=by, note=note, created_at=now, state=verdict.state,
+            reason=verdict.reason,
+            plausible_low=None if verdict.plausible_low is None else str(verdict.plausible_low),
+            plausible_high=None if verdict.plausible_high is None else str(verdict.plausible_high),
+        )).inserted_primary_key
         assert inserted is not None
         cid = int(inserted[0])
-    result = CorrectionResult(cid, reading_id, r.value, value, None, "recorded", "")
+        if verdict.accepted and r.meter_serial is not None:
+            settle_meter(conn, r.meter_serial, limits, now, since=r.taken_at)
+    if not verdict.accepted:
+        action = "refused" if verdict.state == "refused" else "review"
+        what = "refused" if verdict.state == "refused" else "held for an operator to confirm"
+        return CorrectionResult(cid, reading_id, r.value, value, None, action,
+                                f"{what}: {verdict.reason}; nothing is sent to billing", verdict=verdict)
+    result = CorrectionResult(cid, reading_id, r.value, value, None, "recorded", "", verdict=verdict)
     if r.payer_code is None:
         result.message = "recorded; the reading belongs to no binding, so it is not submitted"
         return result

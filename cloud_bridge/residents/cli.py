@@ -33,7 +33,8 @@ def history(ctx: click.Context, payer_code: str, limit: int | None, as_json: boo
     effective = limit if limit is not None else (None if as_json else TABLE_LIMIT)
     try:
         with engine.begin() as conn:
-            data = payer_history(conn, payer_code, timezone=config.window.timezone, limit=effective or None)
+            data = payer_history(conn, payer_code, timezone=config.window.timezone, limit=effective or None,
+                                 settle_first=config.settlement)
     except ResidentError as exc:
         fail(str(exc))
     finally:
@@ -55,13 +56,23 @@ def _print_history(data: dict[str, Any], limit: int | None) -> None:
                        f"{', until ' + _short(m['valid_to']) if m['valid_to'] else ''})" for m in data["meters"])
     console.print(f"Payer {data['payer']}, {data['address']}: {meters or 'no meters'}")
     t = Table(title="Readings" + (f" (newest {limit})" if limit and len(data["readings"]) >= limit else ""))
-    for col in ("id", "taken at", "meter", "device", "seq", "value", "status", "reason", "corrected"):
+    for col in ("id", "taken at", "meter", "device", "seq", "value", "status", "reason", "corrected", "settlement"):
         t.add_column(col, overflow="fold")
     for r in data["readings"]:
         corrected = f"{r['corrected_value']} by {r['corrected_by']}" if r["corrected_value"] else ""
+        s = r["settlement"]
+        settled = s["state"] + (f": {s['reason']}" if s["state"] == "outlier" and s["reason"] else "")
         t.add_row(str(r["id"]), _short(r["taken_at"]), r["meter_serial"], r["device_id"], str(r["seq"]),
-                  r["value"] or "-", r["status"], r["reason"] or "", corrected)
+                  r["value"] or "-", r["status"], r["reason"] or "", corrected, settled)
     console.print(t)
+    held = [c for c in data["corrections"] if c["state"] != "accepted"]
+    if held:
+        c_t = Table(title="Corrections not used for billing")
+        for col in ("id", "reading", "value", "by", "state", "why"):
+            c_t.add_column(col, overflow="fold")
+        for c in held:
+            c_t.add_row(str(c["id"]), str(c["reading_id"]), c["value"], c["by"], c["state"], c["reason"] or "")
+        console.print(c_t)
     s = Table(title="Submissions to billing")
     for col in ("period", "meter", "value", "taken at", "state", "reason", "tries", "billing id", "key"):
         s.add_column(col, overflow="fold")
@@ -83,17 +94,24 @@ def _print_history(data: dict[str, Any], limit: int | None) -> None:
 @click.option("--by", type=click.Choice(["resident", "installer", "operator"]), default="resident",
               show_default=True, help="Who corrects it.")
 @click.option("--note", default=None, help="Why, in a few words.")
+@click.option("--confirm", is_flag=True,
+              help="Accept a value the checks hold for review (nothing around it to check against); "
+                   "operators and installers only.")
 @click.option("--at", "at_text", metavar="ISO_TIME", default=None,
               help="Decide whether the period is open as if at this time (default: now).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
-def correct(ctx: click.Context, reading_id: int, value: str, by: str, note: str | None, at_text: str | None,
-            as_json: bool) -> None:
-    """Record a correction of READING_ID (a new row pointing at it; the reading is kept as it was).
+def correct(ctx: click.Context, reading_id: int, value: str, by: str, note: str | None, confirm: bool,
+            at_text: str | None, as_json: bool) -> None:
+    """Check and record a correction of READING_ID (a new row pointing at it; the reading is kept as it was).
 
-    If the reading's period is still open and the value differs from what billing was sent, the
-    correction is submitted with its own idempotency key (payer:meter:period:c<correction id>);
-    billing may refuse it (e.g. decreasing_value), and `history` shows why."""
+    The value goes through the same checks as a device's reading: the meter's readings before and after
+    it must allow it, it may not be below what billing holds, nor have more digits than a meter has.
+    A value they rule out is refused (exit status 1) with the range that is plausible; one with nothing
+    around it to check against is held for an operator (`--confirm`). An accepted correction makes the
+    reading billable; if its period is open and the value differs from what billing was sent, it is
+    submitted with its own idempotency key (payer:meter:period:c<correction id>); billing may refuse it
+    (e.g. decreasing_value), and `history` shows why."""
     from cloud_bridge.residents import ResidentError, correct_reading
     from cloud_bridge.submission.periods import parse_instant
 
@@ -104,7 +122,7 @@ def correct(ctx: click.Context, reading_id: int, value: str, by: str, note: str 
         fail(str(exc))
     engine = open_engine(ctx)
     try:
-        result = correct_reading(engine, config, reading_id, value, by=by, note=note, at=at)
+        result = correct_reading(engine, config, reading_id, value, by=by, note=note, confirm=confirm, at=at)
     except ResidentError as exc:
         fail(str(exc))
     finally:
@@ -114,3 +132,5 @@ def correct(ctx: click.Context, reading_id: int, value: str, by: str, note: str 
     else:
         click.echo(f"correction {result.correction_id} of reading {reading_id}: {result.old_value or '-'} -> "
                    f"{result.value}; {result.message}")
+    if result.action in ("refused", "review"):
+        ctx.exit(1 if result.action == "refused" else 3)

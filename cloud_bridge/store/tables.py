@@ -147,8 +147,30 @@ corrections = Table(
     Column("by", String(16), nullable=False),
     Column("note", Text),
     Column("created_at", UtcDateTime, nullable=False),
+    # What the bridge's checks said (cloud_bridge/corrections.py): only an accepted one reaches billing;
+    # a refused one is kept so the resident sees why; review waits for an operator.
+    Column("state", String(8), nullable=False, server_default="accepted"),
+    Column("reason", Text),
+    Column("plausible_low", String(24)),
+    Column("plausible_high", String(24)),
     CheckConstraint("by IN ('resident', 'installer', 'operator')", name="by"),
+    CheckConstraint("state IN ('accepted', 'refused', 'review')", name="state"),
     Index("ix_corrections_reading_id", "reading_id"),
+)
+
+# Settlement of each reading (cloud_bridge/settlement): derived from the meter's readings around it,
+# so unlike a reading it is rewritten as later readings arrive (pending -> settled | outlier).
+settlements = Table(
+    "settlements", metadata,
+    Column("reading_id", ID, ForeignKey("readings.id"), primary_key=True),
+    Column("meter_serial", String(64), nullable=False),
+    Column("state", String(8), nullable=False),
+    Column("reason", Text),
+    Column("value", String(24)),  # the value settled on: the reading's, or its accepted correction's
+    Column("correction_id", ID, ForeignKey("corrections.id")),
+    Column("updated_at", UtcDateTime, nullable=False),
+    CheckConstraint("state IN ('settled', 'outlier', 'pending')", name="state"),
+    Index("ix_settlements_meter_serial_state", "meter_serial", "state"),
 )
 
 refusals = Table(

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from cloud_bridge.gateways.base import Accepted, BillingGateway, LoyaltyGateway, ReadingSubmission
 from cloud_bridge.loyalty import CreditOutcome, append_points, deliver_due_credits
+from cloud_bridge.settlement.settings import SettlementSection, settlement_settings
 from cloud_bridge.store.tables import submissions
 from cloud_bridge.submission.outbox import Clock, OutboxSpec, Sleep, deliver
 from cloud_bridge.submission.periods import Period, WindowRule
@@ -142,6 +143,7 @@ def run_submission_pass(
     at = (at or clock()).astimezone(UTC)
     rule = window_rule(config)
     settings = submission_settings(config)
+    limits = settlement_settings(config)
     tz = rule.tz
     explicit = period is not None
     p = Period.parse(period) if isinstance(period, str) else period
@@ -161,9 +163,9 @@ def run_submission_pass(
             if pairs is not None and (meter.payer_code, meter.meter_serial) not in pairs:
                 continue
             if dry_run:
-                report.meters.append(_dry_run_outcome(engine, meter, p, at, start, end))
+                report.meters.append(_dry_run_outcome(engine, meter, p, at, start, end, limits))
             else:
-                key, action = _plan(engine, meter, p, at, start, end, clock())
+                key, action = _plan(engine, meter, p, at, start, end, clock(), limits)
                 actions[key] = action
     elif p is not None:
         log.info("period %s: window %s – %s is not open at %s; nothing new is queued", p,
@@ -195,7 +197,7 @@ def run_submission_pass(
 
 
 def _plan(engine: Engine, meter: BoundMeter, p: Period, at: datetime, start: datetime, end: datetime,
-          now: datetime) -> tuple[str, str]:
+          now: datetime, limits: SettlementSection) -> tuple[str, str]:
     """Create (or fill in a needs_attention) outbox row for the meter; a row with a payload is frozen."""
     key = submission_key(meter.payer_code, meter.meter_serial, str(p))
     try:
@@ -204,7 +206,7 @@ def _plan(engine: Engine, meter: BoundMeter, p: Period, at: datetime, start: dat
                                .where(submissions.c.idempotency_key == key)).first()
             if row is not None and row.state != "needs_attention":
                 return key, "unchanged"
-            choice = choose(conn, meter, p, at, start, end)
+            choice = choose(conn, meter, p, at, start, end, limits)
             payload = _payload(choice)
             if row is None:
                 conn.execute(submissions.insert().values(
@@ -230,11 +232,11 @@ def _payload(choice: Choice) -> dict[str, Any]:
 
 
 def _dry_run_outcome(engine: Engine, meter: BoundMeter, p: Period, at: datetime, start: datetime,
-                     end: datetime) -> MeterOutcome:
+                     end: datetime, limits: SettlementSection) -> MeterOutcome:
     key = submission_key(meter.payer_code, meter.meter_serial, str(p))
     with engine.begin() as conn:
         row = conn.execute(select(submissions).where(submissions.c.idempotency_key == key)).first()
-        choice = choose(conn, meter, p, at, start, end)
+        choice = choose(conn, meter, p, at, start, end, limits, write=False)
     if row is not None and row.state != "needs_attention":
         return MeterOutcome(key, meter.payer_code, meter.meter_serial, str(p), row.value, row.taken_at, row.state,
                             row.reason, row.attempts, row.submission_id, "dry_run")

@@ -3,7 +3,7 @@ through the bridge's ingest code. A module of its own (not conftest) so tests im
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
@@ -36,6 +36,14 @@ class Fleet:
             add_device(conn, device_id, now=since)
             bind(conn, device_id, meter_serial=meter, kind=kind, payer_code=payer,  # type: ignore[arg-type]
                  address=f"Flat of {payer}", now=since)
+
+    def settled(self, device_id: str, taken_at: datetime, value: str, *, after: int = 2,
+                every: timedelta = timedelta(hours=1)) -> int:
+        """A reading that later readings corroborate (settlement needs `after` of them): the reading, then
+        `after` more showing the same value `every` apart. Returns the first reading's id."""
+        items: list[tuple[datetime, str | None, str, str | None]] = [
+            (taken_at + k * every, value, "ok", None) for k in range(after + 1)]
+        return self.readings(device_id, items)[0]
 
     def reading(self, device_id: str, taken_at: datetime, value: str | None, status: str = "ok",
                 reason: str | None = None) -> int:

@@ -22,7 +22,7 @@ def _fleet(engine: Any, n: int) -> None:
     fleet = Fleet(engine)
     for i in range(n):
         fleet.add(f"dev-{i}", f"M-{i}", f"{2000000000 + i // 2:010d}", datetime(2026, 9, 1, tzinfo=UTC))
-        fleet.reading(f"dev-{i}", datetime(2026, 10, 18, 6, tzinfo=UTC) + timedelta(minutes=i), f"{10 + i:05d}.500")
+        fleet.settled(f"dev-{i}", datetime(2026, 10, 18, 6, tzinfo=UTC) + timedelta(minutes=i), f"{10 + i:05d}.500")
 
 
 def test_outage_then_rate_limit_then_recovery(db_url: str, engine_for: Any, sandbox: SandboxServer) -> None:

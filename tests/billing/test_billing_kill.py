@@ -46,7 +46,7 @@ def test_kill_between_sent_and_recorded(tmp_path: Path, sqlite_url: str, engine_
     engine = engine_for(sqlite_url)
     fleet = Fleet(engine)
     fleet.add("dev-1", "M-1", "0123456789", datetime(2026, 9, 1, tzinfo=UTC))
-    fleet.reading("dev-1", datetime(2026, 10, 19, 12, tzinfo=UTC), "00042.125")
+    fleet.settled("dev-1", datetime(2026, 10, 19, 12, tzinfo=UTC), "00042.125")
     cfg = _config(tmp_path, sqlite_url, sandbox.url)
     # Billing records at once but answers only after 20 s: the bridge is waiting for the answer.
     sandbox.faults.push(Fault(mode="delay", delay_s=20, target="readings"))

@@ -106,6 +106,7 @@ def test_month_boundary_in_moscow_time(sqlite_url: str, engine_for: Any, sandbox
     fleet.add("dev-a", "M-A", "0123456789", START)
     fleet.reading("dev-a", parse_instant("2026-10-31T20:00:00Z"), "00100.000")  # 23:00 on 31 Oct in Moscow
     fleet.reading("dev-a", parse_instant("2026-10-31T22:00:00Z"), "00101.000")  # 01:00 on 1 Nov in Moscow
+    fleet.reading("dev-a", parse_instant("2026-10-31T23:00:00Z"), "00101.500")  # November readings settle October's
     config = make_config(sqlite_url, sandbox.url)
     report = run_submission_pass(engine, config, parse_instant("2026-11-02T00:00:00Z"), period="2026-10")
     assert [(m.value, m.state) for m in report.meters] == [("00100.000", "accepted")]
@@ -116,7 +117,7 @@ def test_dry_run_changes_nothing(sqlite_url: str, engine_for: Any, sandbox: Sand
     fleet = Fleet(engine)
     fleet.add("dev-a", "M-A", "0123456789", START)
     fleet.add("dev-b", "M-B", "0123456780", START)
-    fleet.reading("dev-a", parse_instant("2026-10-16T10:00:00Z"), "00100.000")
+    fleet.settled("dev-a", parse_instant("2026-10-16T10:00:00Z"), "00100.000")
     fleet.reading("dev-b", parse_instant("2026-10-16T10:00:00Z"), None, "error", "no alignment")
     config = make_config(sqlite_url, sandbox.url)
     report = run_submission_pass(engine, config, parse_instant("2026-10-20T00:00:00Z"), dry_run=True)
@@ -125,6 +126,7 @@ def test_dry_run_changes_nothing(sqlite_url: str, engine_for: Any, sandbox: Sand
     assert sandbox.store.readings() == [] and sandbox.store.requests() == []
     with engine.begin() as conn:
         assert conn.exec_driver_sql("SELECT COUNT(*) FROM submissions").scalar() == 0
+        assert conn.exec_driver_sql("SELECT COUNT(*) FROM settlements").scalar() == 0
 
 
 def test_backlog_taken_before_its_binding_opened_is_submitted(db_url: str, engine_for: Any,
@@ -140,4 +142,5 @@ def test_backlog_taken_before_its_binding_opened_is_submitted(db_url: str, engin
     report = run_submission_pass(engine, config, parse_instant("2026-10-20T09:00:00Z"))
     assert report.counts() == {"accepted": 1}
     got = httpx.Client(base_url=sandbox.url).get("/v1/readings").json()["readings"]
-    assert [(g["meter_serial"], g["value"]) for g in got] == [("M-LATE", "00042.005")]
+    # The latest *settled* one: 00042.004 and .005 wait for later readings to agree with them.
+    assert [(g["meter_serial"], g["value"]) for g in got] == [("M-LATE", "00042.003")]

@@ -43,12 +43,14 @@ def _world(engine: Any, billing: SandboxServer) -> dict[str, int]:
     fleet.add("dev-c", "M-C", C, SINCE)
     ids = {
         "a1_suspect": fleet.readings("dev-a1", [
+            (datetime(2026, 9, 25, 8, tzinfo=UTC), "00070.000", "ok", None),
             (datetime(2026, 10, 16, 8, tzinfo=UTC), None, "error", "frame could not be aligned"),
-            (datetime(2026, 10, 18, 8, tzinfo=UTC), "00077.100", "suspect", "digit 3 below confidence")])[1],
-        "a2": fleet.reading("dev-a2", datetime(2026, 10, 18, 8, tzinfo=UTC), "00050.000"),
-        "b": fleet.reading("dev-b", datetime(2026, 10, 18, 8, tzinfo=UTC), "00010.000"),
-        "c": fleet.reading("dev-c", datetime(2026, 10, 18, 8, tzinfo=UTC), "00020.000"),
+            (datetime(2026, 10, 18, 8, tzinfo=UTC), "00077.100", "suspect", "digit 3 below confidence")])[2],
+        "a2": fleet.settled("dev-a2", datetime(2026, 10, 18, 8, tzinfo=UTC), "00050.000"),
+        "b": fleet.settled("dev-b", datetime(2026, 10, 18, 8, tzinfo=UTC), "00010.000"),
+        "c": fleet.settled("dev-c", datetime(2026, 10, 18, 8, tzinfo=UTC), "00020.000"),
     }
+    ids["b_last"] = ids["b"] + 2  # fleet.settled stores the reading and two agreeing ones after it
     # Billing already holds a higher value for M-A2 (from September): 50 is a decrease for it.
     r = httpx.post(f"{billing.url}/v1/readings", headers={"Idempotency-Key": "earlier"}, json={
         "payer_code": A, "meter_serial": "M-A2", "period": "2026-09", "value": "00060.000",
@@ -117,17 +119,21 @@ def test_corrections(db_url: str, engine_for: Any, billing: SandboxServer) -> No
         f"{A}:M-A1:2026-10", "accepted", "00077.000")
     assert [c["payer_code"] for c in billing.store.credits()] == [B, A]
 
-    # The accepted value of M-B was misread low: the correction goes with its own key and is accepted.
-    up = correct_reading(engine, config, ids["b"], "00010.500", at=AT)
+    # M-B's billed reading is followed by two showing the same: a higher value for it is ruled out.
+    ruled_out = correct_reading(engine, config, ids["b"], "00010.500", at=AT)
+    assert ruled_out.action == "refused" and ruled_out.submission is None
+    assert "00010.000" in ruled_out.message and "plausible is" in ruled_out.message
+    # M-B's newest reading (not settled yet) was misread low: the correction goes with its own key.
+    up = correct_reading(engine, config, ids["b_last"], "00010.500", at=AT)
     assert up.submission is not None and up.submission.key == f"{B}:M-B:2026-10:c{up.correction_id}"
     assert up.submission.state == "accepted"
     # ... and lower again: billing refuses a decrease; the reason is kept.
-    down = correct_reading(engine, config, ids["b"], "00010.200", at=AT)
+    down = correct_reading(engine, config, ids["b_last"], "00010.200", at=AT)
     assert down.submission is not None and (down.submission.state, down.submission.reason) == (
         "refused", "decreasing_value")
-    same = correct_reading(engine, config, ids["b"], "00010.500", at=AT)
+    same = correct_reading(engine, config, ids["b_last"], "00010.500", at=AT)
     assert same.action == "recorded" and "already has" in same.message
-    late = correct_reading(engine, config, ids["b"], "00011.000", at=parse_instant("2026-11-10T00:00:00Z"))
+    late = correct_reading(engine, config, ids["b_last"], "00011.000", at=parse_instant("2026-11-10T00:00:00Z"))
     assert late.action == "recorded" and "closed" in late.message
 
     got = [(r["meter_serial"], r["value"]) for r in billing.store.readings() if r["meter_serial"] == "M-B"]
@@ -138,7 +144,10 @@ def test_corrections(db_url: str, engine_for: Any, billing: SandboxServer) -> No
 
         hist = payer_history(conn, B)
     assert hist["readings"][0]["corrected_value"] == "00011.000"  # the newest correction wins in history
-    assert [c["value"] for c in hist["corrections"]] == ["00010.500", "00010.200", "00010.500", "00011.000"]
+    assert [c["value"] for c in hist["corrections"]] == ["00010.500", "00010.500", "00010.200", "00010.500",
+                                                          "00011.000"]
+    assert [c["state"] for c in hist["corrections"]] == ["refused"] + ["accepted"] * 4
+    assert "plausible is" in hist["corrections"][0]["reason"]
     assert [s["state"] for s in hist["submissions"]] == ["accepted", "accepted", "refused"]
     with pytest.raises(ResidentError, match="no reading"):
         correct_reading(engine, config, 999999, "1", at=AT)
@@ -154,11 +163,15 @@ def test_correct_cli(tmp_path: Path, sqlite_url: str, engine_for: Any, billing: 
     sub = runner.invoke(main, ["--config", str(cfg), "submit", "--period", "2026-10", "--at", "2026-10-20T09:00:00Z"])
     assert sub.exit_code == 0, sub.output
     assert "needs_attention" in sub.output and "******0002" in sub.output and B not in sub.output
-    out = runner.invoke(main, ["--config", str(cfg), "correct", str(ids["b"]), "--value", "00010.750",
+    out = runner.invoke(main, ["--config", str(cfg), "correct", str(ids["b_last"]), "--value", "00010.750",
                                "--by", "resident", "--at", "2026-10-21T00:00:00Z", "--json"])
     assert out.exit_code == 0, out.output
     data = json.loads(out.stdout)
     assert data["action"] == "submitted" and data["submission"]["state"] == "accepted"
+    absurd = runner.invoke(main, ["--config", str(cfg), "correct", str(ids["b_last"]), "--value", "99999999"])
+    assert absurd.exit_code == 1 and "refused" in absurd.output and "plausible" in absurd.output
+    # The range comes from the meter's other readings (10.000 an hour before; at most 3 m3/h since).
+    assert "plausible is 00010.000 – 00013.000 m3" in absurd.output
     bad = runner.invoke(main, ["--config", str(cfg), "correct", "424242", "--value", "1"])
     assert bad.exit_code == 1 and "no reading with id 424242" in bad.output
     bad_at = runner.invoke(main, ["--config", str(cfg), "submit", "--at", "yesterday"])

@@ -119,7 +119,8 @@ def check_correction(conn: Connection, meter_serial: str, value: str, taken_at: 
     number = parse_value(value)
     assert number is not None
     rows = meter_rows(conn, meter_serial, taken_at - timedelta(days=limits.lookback_days))
-    like = next((r.value for r in reversed(rows) if r.value is not None), value)
+    like = next((r.value for r in reversed(rows)  # the meter's own format, from a value it could show
+                 if r.value is not None and digit_problem(r.value, None, limits) is None), value)
     low, high = plausible_range_for(conn, meter_serial, taken_at, limits, exclude_reading=reading_id)
     where = f"at {format_utc(taken_at)}"
     span = describe_range(low, high, like)

@@ -184,8 +184,9 @@ def test_timer_runs_passes_in_the_background(sqlite_url: str, engine_for: Any, b
     engine = engine_for(sqlite_url)
     _world(engine, billing)
     config = make_config(sqlite_url, billing.url)
-    [task] = periodic_tasks(config, engine)
+    task, settle = periodic_tasks(config, engine)
     assert task.name == "submission" and task.every_s == config.submission.pass_every_s
+    assert settle.name == "settlement" and settle.every_s == config.settlement.every_s
     timer = SubmissionTimer(engine, config)
     assert timer.start(AT) is True
     timer.join(30)

@@ -99,9 +99,14 @@ def plausible_range_for(conn: Connection, meter_serial: str, taken_at: datetime,
     limits = _limits(config)
     since = taken_at - timedelta(days=limits.lookback_days)
     rows = meter_rows(conn, meter_serial, since, exclude_reading=exclude_reading)
-    results = {r.reading_id: r.state for r in settle_rows(rows, billed_for(conn, meter_serial), limits)}
+    billed = billed_for(conn, meter_serial)
+    if billed is not None and billed.reading_id is not None and billed.reading_id == exclude_reading:
+        billed = None  # the value billing holds is the one being corrected: it cannot vouch for itself
+    results = {r.reading_id: r.state for r in settle_rows(rows, billed, limits)}
     obs = [observation(r) for r in rows if results.get(r.reading_id) != "outlier"]
-    return rules.plausible_range(obs, taken_at, max_rate_m3_per_h=limits.max_rate_m3_per_h)
+    return rules.plausible_range(obs, taken_at, max_rate_m3_per_h=limits.max_rate_m3_per_h,
+                                 min_after=limits.min_after, billed=billed.value if billed else None,
+                                 billed_at=billed.taken_at if billed else None)
 
 
 def check_correction(conn: Connection, meter_serial: str, value: str, taken_at: datetime,
@@ -126,6 +131,9 @@ def check_correction(conn: Connection, meter_serial: str, value: str, taken_at: 
     span = describe_range(low, high, like)
     if problem is not None:
         return Verdict("refused", f"{value} has {problem}; plausible is {span}", low, high)
+    if low is not None and high is not None and low > high:
+        return Verdict("review", f"meter {meter_serial}'s readings around {format_utc(taken_at)} contradict each "
+                       f"other (the meter may have been changed); an operator must confirm {value}", low, high)
     if (low is not None and number < low) or (high is not None and number > high):
         side = "below" if low is not None and number < low else "above"
         return Verdict("refused", f"{value} is {side} what meter {meter_serial}'s readings allow {where}: "

@@ -139,13 +139,7 @@ def _wheels(raw: str) -> tuple[Any, ...]:
     except ValueError:
         return ()
     digits = data.get("digits") if isinstance(data, dict) else None
-    if not isinstance(digits, list):
-        return ()
-    out = []
-    for d in digits:
-        if isinstance(d, dict):
-            out.append(rules.Digit(v=d.get("v"), f=d.get("f"), p=d.get("p", 0.0)))  # type: ignore[arg-type]
-    return tuple(out)
+    return rules.digits_from_wire(digits) if isinstance(digits, list) else ()
 
 
 def bridge_checks(row: Row, billed: Billed | None, limits: SettlementSection) -> str | None:
@@ -216,8 +210,9 @@ def settle_rows(rows: Sequence[Row], billed: Billed | None, limits: SettlementSe
         if problem is not None:
             ruled_out[row.reading_id] = problem
     obs = [observation(r) for r in rows if r.reading_id not in ruled_out]
-    decided = {s.key: s for s in rules.settle(obs, max_rate_m3_per_h=limits.max_rate_m3_per_h,
-                                              min_after=limits.min_after)} if obs else {}
+    decided = {s.key: s for s in rules.settle(
+        obs, max_rate_m3_per_h=limits.max_rate_m3_per_h, min_after=limits.min_after,
+        billed=billed.value if billed else None, billed_at=billed.taken_at if billed else None)} if obs else {}
     out = []
     for r in rows:
         state: str

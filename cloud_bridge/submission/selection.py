@@ -61,7 +61,8 @@ def bound_meters(conn: Connection, start: datetime, end: datetime) -> list[Bound
 
 def choose(conn: Connection, meter: BoundMeter, period: Period, at: datetime, tz_start: datetime,
            tz_end: datetime, limits: SettlementSection | None = None, *, write: bool = True) -> Choice:
-    """The reading to submit for `meter` in `period`: the latest *settled* one taken up to `at`.
+    """The reading to submit for `meter` in `period`: the latest *settled* one taken up to `at` that the
+    device sent `ok` or a person corrected (`billable`).
 
     The meter is settled first (in this transaction; `write=False` for a dry run), so the choice never
     rests on a stale settlement. Settlement may use readings taken after `at`: they only make it surer."""
@@ -80,9 +81,16 @@ def choose(conn: Connection, meter: BoundMeter, period: Period, at: datetime, tz
     by_id = {r.reading_id: r for r in settled.results}
     for r in rows:
         s = by_id.get(r.id)
-        if s is not None and s.state == "settled" and s.value is not None:
+        if s is not None and billable(s):
             return Choice(meter, r.id, s.correction_id, s.value, r.taken_at)
     return Choice(meter, attention=nothing_settled(rows, by_id))
+
+
+def billable(s: Result) -> bool:
+    """Settled, and either sent `ok` by the device or corrected by a person (checked). A reading the device
+    held back as suspect may be settled (the readings around it agree) and then corroborates its
+    neighbours, but is not billed itself: the device doubted that very value."""
+    return s.state == "settled" and s.value is not None and (s.status == "ok" or s.correction_id is not None)
 
 
 def nothing_settled(rows: Sequence[Any], by_id: dict[int, Result]) -> str:

@@ -39,11 +39,12 @@ class Fleet:
 
     def settled(self, device_id: str, taken_at: datetime, value: str, *, after: int = 2,
                 every: timedelta = timedelta(hours=1)) -> int:
-        """A reading that later readings corroborate (settlement needs `after` of them): the reading, then
-        `after` more showing the same value `every` apart. Returns the first reading's id."""
+        """A reading that the readings around it corroborate (settlement needs one before and `after`
+        after): one `every` before it, then the reading, then `after` more, all showing the same value.
+        Returns the reading's id (the ones after it are the next ids)."""
         items: list[tuple[datetime, str | None, str, str | None]] = [
-            (taken_at + k * every, value, "ok", None) for k in range(after + 1)]
-        return self.readings(device_id, items)[0]
+            (taken_at + k * every, value, "ok", None) for k in range(-1, after + 1)]
+        return self.readings(device_id, items)[1]
 
     def reading(self, device_id: str, taken_at: datetime, value: str | None, status: str = "ok",
                 reason: str | None = None) -> int:

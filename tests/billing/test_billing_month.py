@@ -104,6 +104,7 @@ def test_month_boundary_in_moscow_time(sqlite_url: str, engine_for: Any, sandbox
     engine = engine_for(sqlite_url)
     fleet = Fleet(engine)
     fleet.add("dev-a", "M-A", "0123456789", START)
+    fleet.reading("dev-a", parse_instant("2026-10-30T20:00:00Z"), "00099.000")  # a reading before it to agree with
     fleet.reading("dev-a", parse_instant("2026-10-31T20:00:00Z"), "00100.000")  # 23:00 on 31 Oct in Moscow
     fleet.reading("dev-a", parse_instant("2026-10-31T22:00:00Z"), "00101.000")  # 01:00 on 1 Nov in Moscow
     fleet.reading("dev-a", parse_instant("2026-10-31T23:00:00Z"), "00101.500")  # November readings settle October's

@@ -43,14 +43,14 @@ def _world(engine: Any, billing: SandboxServer) -> dict[str, int]:
     fleet.add("dev-c", "M-C", C, SINCE)
     ids = {
         "a1_suspect": fleet.readings("dev-a1", [
-            (datetime(2026, 9, 25, 8, tzinfo=UTC), "00070.000", "ok", None),
+            *[(datetime(2026, 9, 25, h, tzinfo=UTC), "00070.000", "ok", None) for h in range(4)],
             (datetime(2026, 10, 16, 8, tzinfo=UTC), None, "error", "frame could not be aligned"),
-            (datetime(2026, 10, 18, 8, tzinfo=UTC), "00077.100", "suspect", "digit 3 below confidence")])[2],
+            (datetime(2026, 10, 18, 8, tzinfo=UTC), "00077.100", "suspect", "digit 3 below confidence")])[5],
         "a2": fleet.settled("dev-a2", datetime(2026, 10, 18, 8, tzinfo=UTC), "00050.000"),
-        "b": fleet.settled("dev-b", datetime(2026, 10, 18, 8, tzinfo=UTC), "00010.000"),
+        "b": fleet.settled("dev-b", datetime(2026, 10, 18, 8, tzinfo=UTC), "00010.000", after=4),
         "c": fleet.settled("dev-c", datetime(2026, 10, 18, 8, tzinfo=UTC), "00020.000"),
     }
-    ids["b_last"] = ids["b"] + 2  # fleet.settled stores the reading and two agreeing ones after it
+    ids["b_last"] = ids["b"] + 2  # the one two hours after b (10:00), the newest settled (billed) one
     # Billing already holds a higher value for M-A2 (from September): 50 is a decrease for it.
     r = httpx.post(f"{billing.url}/v1/readings", headers={"Idempotency-Key": "earlier"}, json={
         "payer_code": A, "meter_serial": "M-A2", "period": "2026-09", "value": "00060.000",
@@ -122,8 +122,8 @@ def test_corrections(db_url: str, engine_for: Any, billing: SandboxServer) -> No
     # M-B's billed reading is followed by two showing the same: a higher value for it is ruled out.
     ruled_out = correct_reading(engine, config, ids["b"], "00010.500", at=AT)
     assert ruled_out.action == "refused" and ruled_out.submission is None
-    assert "00010.000" in ruled_out.message and "plausible is" in ruled_out.message
-    # M-B's newest reading (not settled yet) was misread low: the correction goes with its own key.
+    assert "plausible is 00006.999 – 00010.001 m3" in ruled_out.message  # not above the 10.000 an hour later
+    # M-B's billed reading was misread low: the correction goes with its own key.
     up = correct_reading(engine, config, ids["b_last"], "00010.500", at=AT)
     assert up.submission is not None and up.submission.key == f"{B}:M-B:2026-10:c{up.correction_id}"
     assert up.submission.state == "accepted"
@@ -143,7 +143,8 @@ def test_corrections(db_url: str, engine_for: Any, billing: SandboxServer) -> No
         from cloud_bridge.residents import payer_history
 
         hist = payer_history(conn, B)
-    assert hist["readings"][0]["corrected_value"] == "00011.000"  # the newest correction wins in history
+    by_id = {r["id"]: r for r in hist["readings"]}
+    assert by_id[ids["b_last"]]["corrected_value"] == "00011.000"  # the newest accepted correction wins
     assert [c["value"] for c in hist["corrections"]] == ["00010.500", "00010.500", "00010.200", "00010.500",
                                                           "00011.000"]
     assert [c["state"] for c in hist["corrections"]] == ["refused"] + ["accepted"] * 4
@@ -170,8 +171,9 @@ def test_correct_cli(tmp_path: Path, sqlite_url: str, engine_for: Any, billing: 
     assert data["action"] == "submitted" and data["submission"]["state"] == "accepted"
     absurd = runner.invoke(main, ["--config", str(cfg), "correct", str(ids["b_last"]), "--value", "99999999"])
     assert absurd.exit_code == 1 and "refused" in absurd.output and "plausible" in absurd.output
-    # The range comes from the meter's other readings (10.000 an hour before; at most 3 m3/h since).
-    assert "plausible is 00010.000 – 00013.000 m3" in absurd.output
+    # The range comes from the meter's settled readings (10.000 an hour before; at most 3 m3/h since),
+    # not from the correction being replaced, even though billing accepted it.
+    assert "plausible is 00009.999 – 00013.001 m3" in absurd.output
     bad = runner.invoke(main, ["--config", str(cfg), "correct", "424242", "--value", "1"])
     assert bad.exit_code == 1 and "no reading with id 424242" in bad.output
     bad_at = runner.invoke(main, ["--config", str(cfg), "submit", "--at", "yesterday"])

@@ -305,8 +305,17 @@ secret_file = "{work / 'web' / 'session.key'}"
     summary.add_row("ok readings with a wrong value", str(wrong_ok))
     summary.add_row("readings stored by the bridge",
                     f"{len(history['readings'])} ({', '.join(f'{n} {s}' for s, n in statuses.items())})")
+    settled = Counter(r["settlement"]["state"] for r in history["readings"])
+    outliers = Counter((r["settlement"]["reason"] or "").split(":", 1)[0] for r in history["readings"]
+                       if r["settlement"]["state"] == "outlier")
+    summary.add_row("settlement on the bridge",
+                    ", ".join(f"{settled.get(s, 0)} {s}" for s in ("settled", "outlier", "pending"))
+                    + (f" (outliers: {', '.join(f'{n} {c}' for c, n in outliers.items())})" if outliers else ""))
     summary.add_row("submitted to billing (sandbox's own records)",
                     ", ".join(f"{r['period']}: {r['value']}" for r in billing["readings"]) or "none")
+    waiting = [s for s in history["submissions"] if s["state"] == "needs_attention"]
+    if waiting:
+        summary.add_row("needs attention", "; ".join(f"{s['period']}: {s['reason']}" for s in waiting))
     summary.add_row("points credited", f"{credits.get('balance', 0)} "
                     f"({len(credits.get('credits', []))} credit(s))")
     summary.add_row("calibration picture", str(layout.with_suffix(".png")))

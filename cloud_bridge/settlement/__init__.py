@@ -143,13 +143,21 @@ def _wheels(raw: str) -> tuple[Any, ...]:
 
 
 def bridge_checks(row: Row, billed: Billed | None, limits: SettlementSection) -> str | None:
-    """The bridge's own reason to rule a reading out before settlement, or None."""
+    """The bridge's own reason to rule a reading out before settlement, or None. Like the shared rules'
+    reasons, `code: sentence` (codes `too_many_digits`, `below_billed`, `too_fast_since_billed`)."""
     text = row.effective_value
     value = parse_value(text)
     if text is None or value is None:
         return None  # nothing to bill anyway; settlement says what it is
     wheels = None if row.correction_id is not None else len(_wheels(row.raw)) or None
-    return digit_problem(text, wheels, limits) or billed_problem(value, row.taken_at, billed, limits, row.reading_id)
+    digits = digit_problem(text, wheels, limits)
+    if digits is not None:
+        return f"too_many_digits: {text} has {digits}"
+    billed_says = billed_problem(value, row.taken_at, billed, limits, row.reading_id)
+    if billed_says is not None:
+        code = "below_billed" if billed is not None and value < billed.value else "too_fast_since_billed"
+        return f"{code}: {text} is {billed_says}"
+    return None
 
 
 def billed_for(conn: Connection, meter_serial: str) -> Billed | None:

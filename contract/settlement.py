@@ -63,6 +63,8 @@ CARRY_LATE = 9.5
 WHEEL_TOLERANCE = 0.45
 """How far (in digit positions) a wheel may stand off what the wheel below allows before the reading's
 wheels are called inconsistent: the model's position estimate is rough, a misplaced wheel is not."""
+LOWER_SLACK = 0.2
+"""How far off the model's position of the lower wheel may be when judging the wheel above it."""
 WHEEL_CONFIDENCE = 0.5
 """Wheels read with less confidence than this are not used for the consistency check."""
 WINDOW = 64
@@ -207,9 +209,14 @@ def _wheels_problem(o: Observation) -> str | None:
             continue
         if not (math.isfinite(upper.f) and math.isfinite(lower.f)):
             continue
-        pos = lower.f % 10.0
-        lo = min(max(pos - CARRY_LATE, 0.0) / (10.0 - CARRY_LATE), 1.0)
-        hi = min(max(pos - CARRY_EARLY, 0.0) / (10.0 - CARRY_EARLY), 1.0)
+        # the band over the lower wheel's position give or take LOWER_SLACK: a lower wheel read 9.9 that
+        # is really at 0.1 (the model's rough position near the wrap) leaves the wheel above at rest
+        los, his = [], []
+        for d in (-LOWER_SLACK, 0.0, LOWER_SLACK):
+            pos = (lower.f + d) % 10.0
+            los.append(min(max(pos - CARRY_LATE, 0.0) / (10.0 - CARRY_LATE), 1.0))
+            his.append(min(max(pos - CARRY_EARLY, 0.0) / (10.0 - CARRY_EARLY), 1.0))
+        lo, hi = min(los), max(his)
         turned = (upper.f - int(shown[i])) % 10.0
         if turned > 5.0:
             turned -= 10.0

@@ -26,10 +26,12 @@ def _time(value: datetime | None) -> str:
 def submit(ctx: click.Context, period_text: str | None, at_text: str | None, dry_run: bool, as_json: bool) -> None:
     """Run one submission pass to billing and loyalty, and print what happened per meter.
 
-    For each meter bound in the period, the latest `ok` (or resident-corrected) reading taken up to
-    --at goes to billing once, with idempotency key `payer:meter:period`; an accepted submission
-    earns the payer loyalty points once per period. A meter with only suspect readings is listed as
-    needs_attention and never sent. Items that failed before (503, 429, timeouts) are retried when due.
+    For each meter bound in the period, the latest *settled* reading taken up to --at (the readings
+    around it agree with it; the device sent it `ok`, or a person's checked correction) goes to
+    billing once, with idempotency key `payer:meter:period`; an accepted submission earns the payer
+    loyalty points once per period. A meter with nothing settled (only suspect readings, outliers, or
+    readings still waiting for later ones) is listed as needs_attention with the reason and never sent.
+    Items that failed before (503, 429, timeouts) are retried when due.
     Exit status 0 when the pass ran, also when some meters need attention.
     """
     from cloud_bridge.submission.passes import run_submission_pass

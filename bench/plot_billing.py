@@ -13,6 +13,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -50,7 +51,8 @@ def main(out: Path) -> None:
     at = T0 + (len(rows) - 1) * EVERY + timedelta(minutes=30)
     billed = max((r for r in results if billable(r)), key=lambda r: r.taken_at)
     top = 161.2
-    fig, ax = plt.subplots(figsize=(8, 3.6), dpi=100)
+    fig, axes = plt.subplots(figsize=(8, 3.6), dpi=100)
+    ax: Any = axes  # matplotlib's stubs take no datetimes on the x axis; matplotlib itself does
     for state, (marker, colour) in STYLE.items():
         pts = [(r.taken_at, min(float(Decimal(r.value or "0")), top)) for r in results if r.state == state]
         ax.scatter([t for t, _ in pts], [v for _, v in pts], marker=marker, color=colour, s=40, label=state, zorder=3)

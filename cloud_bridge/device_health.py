@@ -28,6 +28,7 @@ from cloud_bridge.store.tables import (
     devices,
     meters,
     readings,
+    settlements,
     submissions,
 )
 from contract.payloads import format_utc, mask_payer
@@ -62,6 +63,8 @@ class DeviceHealth:
     model: str | None
     version: str | None
     retired_at: datetime | None = None  # `devices retire`: kept for its history, never stale
+    last_settlement: str | None = None  # settled | outlier | pending, as the bridge stored it (None: not yet)
+    last_settlement_reason: str | None = None
 
     @property
     def offline_since(self) -> datetime | None:
@@ -80,7 +83,9 @@ class DeviceHealth:
             "readings": self.readings,
             "last_reading": None if self.last_seq is None else {
                 "seq": self.last_seq, "taken_at": t(self.last_taken_at), "value": self.last_value,
-                "status": self.last_status, "reason": self.last_reason},
+                "status": self.last_status, "reason": self.last_reason,
+                "settlement": None if self.last_settlement is None else {
+                    "state": self.last_settlement, "reason": self.last_settlement_reason}},
             "not_ok_in_row": self.not_ok_in_row,
             "binding": None if self.meter_serial is None else {
                 "meter_serial": self.meter_serial, "kind": self.meter_kind, "payer_code": payer,
@@ -121,6 +126,7 @@ def device_health(conn: Connection, now: datetime, fleet: FleetSection,
                 device_status.c.online, device_status.c.changed_at.label("online_changed_at"),
                 per_device.c.n, per_device.c.last_seq, last.c.taken_at, last.c.value, last.c.status, last.c.reason,
                 last.c.model.label("reading_model"), not_ok.c.n.label("not_ok_n"),
+                settlements.c.state.label("settlement"), settlements.c.reason.label("settlement_reason"),
                 open_binding.c.meter_serial, open_binding.c.kind, open_binding.c.payer_code, open_binding.c.valid_from,
                 tel.c.at.label("telemetry_at"), tel.c.outbox_depth, tel.c.last_error, tel.c.cpu_temp_c,
                 tel.c.free_disk_bytes, tel.c.disk_full, tel.c.uptime_s, tel.c.model, tel.c.version)
@@ -128,6 +134,7 @@ def device_health(conn: Connection, now: datetime, fleet: FleetSection,
          .outerjoin(device_status, device_status.c.device_id == devices.c.device_id)
          .outerjoin(per_device, per_device.c.device_id == devices.c.device_id)
          .outerjoin(last, and_(last.c.device_id == devices.c.device_id, last.c.seq == per_device.c.last_seq))
+         .outerjoin(settlements, settlements.c.reading_id == last.c.id)
          .outerjoin(not_ok, not_ok.c.device_id == devices.c.device_id)
          .outerjoin(open_binding, open_binding.c.device_id == devices.c.device_id)
          .outerjoin(tel, tel.c.device_id == devices.c.device_id)
@@ -146,7 +153,7 @@ def device_health(conn: Connection, now: datetime, fleet: FleetSection,
             telemetry_at=r.telemetry_at, outbox_depth=r.outbox_depth, last_error=r.last_error,
             cpu_temp_c=r.cpu_temp_c, free_disk_bytes=r.free_disk_bytes, disk_full=r.disk_full,
             uptime_s=r.uptime_s, model=r.model or r.reading_model or None, version=r.version or None,
-            retired_at=r.retired_at))
+            retired_at=r.retired_at, last_settlement=r.settlement, last_settlement_reason=r.settlement_reason))
     return out
 
 

@@ -34,12 +34,13 @@ from sqlalchemy import Engine, and_, func, select, text
 from cloud_bridge.config import BridgeConfig
 from cloud_bridge.device_health import device_health, period_progress
 from cloud_bridge.store.engine import read_only
-from cloud_bridge.store.tables import counters, readings, refusals, utcnow
+from cloud_bridge.store.tables import counters, readings, refusals, settlements, utcnow
 
 log = logging.getLogger(__name__)
 
 PREFIX = "meterfleet_"
 READING_STATUSES = ("ok", "suspect", "error")
+SETTLEMENT_STATES = ("settled", "outlier", "pending")
 SUBMISSION_STATES = ("pending", "sending", "accepted", "refused", "needs_attention")
 DELAY_SAMPLE = 1000
 
@@ -85,6 +86,8 @@ class StoreCollector(Collector):
                                           .group_by(readings.c.status)).all())
             by_reason: dict[str, int] = dict(conn.execute(select(refusals.c.reason, func.count())
                                           .group_by(refusals.c.reason)).all())
+            by_settlement: dict[str, int] = dict(conn.execute(
+                select(settlements.c.state, func.count()).group_by(settlements.c.state)).all())
             newest = conn.execute(select(func.max(readings.c.stored_at))).scalar()
             recent = conn.execute(select(readings.c.stored_at, readings.c.taken_at)
                                   .order_by(readings.c.id.desc()).limit(DELAY_SAMPLE)).all()
@@ -141,6 +144,13 @@ class StoreCollector(Collector):
                             totals.get("duplicate", 0)))
         out.append(_counter("readings_seq_reused", "Duplicates whose content differed (a device reused a seq).",
                             totals.get("seq_reused", 0)))
+        settled = _gauge("readings_settlement", "Stored readings by their settlement (settled: billable; outlier: "
+                         "off the meter's course; pending: waiting for later readings).", labels=["state"])
+        for state in SETTLEMENT_STATES:
+            settled.add_metric([state], by_settlement.get(state, 0))
+        out.append(settled)
+        out.append(_gauge("devices_last_reading_outlier", "Devices whose newest reading settlement ruled out.",
+                          sum(1 for h in health if h.last_settlement == "outlier")))
         refused = CounterMetricFamily(PREFIX + "readings_refused", "Messages refused, by reason.", labels=["reason"])
         for reason, count in sorted(by_reason.items()):
             refused.add_metric([str(reason)[:32]], count)

@@ -148,6 +148,8 @@ def list_cmd(ctx: click.Context, as_json: bool, show_payer: bool) -> None:
                   None: "-"}.get(h.last_status, h.last_status or "-")
         if h.last_reason:
             status += f" ({h.last_reason})"
+        if h.last_settlement:
+            status += f", {h.last_settlement}"
         cells += [{None: "?", True: "[green]online[/green]", False: "[red]offline[/red]"}[h.online],
                   h.last_value or "-", status, str(h.not_ok_in_row) if h.not_ok_in_row else "",
                   "[red]stale[/red]" if h.stale else "", h.last_error or "",

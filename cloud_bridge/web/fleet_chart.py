@@ -1,6 +1,7 @@
 """One device's readings over time as inline SVG, drawn on the server (no script; scales to a phone).
 
-The line joins the readings that count (ok / settled); the others are marked, never joined: `suspect`
+The line joins the readings that count (ok / settled) and the y axis follows them; the others are marked,
+never joined, at the edge when they are off the scale: `suspect`
 (a triangle at the value the device was unsure of), `outlier` (a ring: settlement found it off the
 meter's course), `error` (a tick under the axis: nothing could be read). Each mark has a <title>."""
 
@@ -36,7 +37,10 @@ def reading_chart(points: list[ChartPoint], *, title: str, unit: str, when: Call
     if not points:
         return Markup('<p class="note">{}</p>').format(empty)
     points = sorted(points, key=lambda p: p.at)
-    values = [p.value for p in points if p.value is not None]
+    # The axis follows the readings on the meter's course; a mark far off it (an outlier of 999 m³) is
+    # drawn at the edge, its tooltip saying the value, so it does not flatten the course into a line.
+    values = [p.value for p in points if p.value is not None and p.mark == "ok"] or \
+        [p.value for p in points if p.value is not None]
     t0, t1 = points[0].at.timestamp(), points[-1].at.timestamp()
     span_t = max(t1 - t0, 1.0)
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
@@ -52,7 +56,7 @@ def reading_chart(points: list[ChartPoint], *, title: str, unit: str, when: Call
         return LEFT + (p.at.timestamp() - t0) / span_t * plot_w if t1 > t0 else LEFT + plot_w / 2
 
     def y(v: Decimal) -> float:
-        return TOP + plot_h - (float(v) - ymin) / (ymax - ymin) * plot_h
+        return TOP + plot_h - (min(max(float(v), ymin), ymax) - ymin) / (ymax - ymin) * plot_h
 
     parts = [f'<svg class="chart readings" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(title)}" '
              'xmlns="http://www.w3.org/2000/svg">', f"<title>{escape(title)}</title>",
@@ -74,7 +78,7 @@ def reading_chart(points: list[ChartPoint], *, title: str, unit: str, when: Call
                      for i, p in enumerate(line))
         parts.append(f'<path class="line" d="{d}"/>')
     for p in points:
-        tip = f"<title>{escape(when(p.at))}: {escape(number(p.value) if p.value is not None else '—')}" \
+        tip = f"<title>{escape(when(p.at))}: {escape(str(p.value) if p.value is not None else '—')}" \
               f"{' ' + escape(p.note) if p.note else ''}</title>"
         px = x(p)
         if p.mark == "error" or p.value is None:

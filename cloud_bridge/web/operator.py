@@ -27,6 +27,7 @@ from cloud_bridge.device_health import (
     period_progress,
 )
 from cloud_bridge.fleet import fleet_counts
+from cloud_bridge.settlement import settlement_of
 from cloud_bridge.store.engine import read_only
 from cloud_bridge.store.tables import readings
 from cloud_bridge.web.fleet_chart import ChartPoint, reading_chart
@@ -46,6 +47,8 @@ def N_(message: str) -> str:  # marks a msgid for extraction; translated where s
 
 
 STATUS_WORDS = {"ok": N_("ok"), "suspect": N_("not sure"), "error": N_("not read")}
+SETTLEMENT_WORDS = {"settled": N_("settled"), "outlier": N_("off the meter's course"),
+                    "pending": N_("waiting for later readings")}
 COMMAND_WORDS = {"capture": N_("take a reading"), "reload": N_("reload"), "set-value": N_("set the value")}
 ANSWER_WORDS = {
     "sent": N_("sent, no answer yet"),
@@ -77,6 +80,9 @@ class OpsWords:
 
     def attention(self, code: str) -> str:
         return self.t.gettext(ATTENTION_WORDS[code]) if code in ATTENTION_WORDS else code
+
+    def settlement(self, state: str | None) -> str:
+        return self.t.gettext(SETTLEMENT_WORDS[state]) if state in SETTLEMENT_WORDS else ""
 
     def command(self, name: str) -> str:
         return self.t.gettext(COMMAND_WORDS[name]) if name in COMMAND_WORDS else name
@@ -124,7 +130,10 @@ async def fleet_page(request: Request) -> Response:
                   total=len(rows), matched=len(shown), max_rows=MAX_ROWS, now=now)
 
 
-def _mark(status: str) -> str:
+def _mark(status: str, settlement: str | None) -> str:
+    """How a reading is drawn: an outlier (settlement ruled it out) is ringed even when the device said ok."""
+    if settlement == "outlier" and status != "error":
+        return "outlier"
     return {"ok": "ok", "error": "error"}.get(status, "suspect")
 
 
@@ -179,6 +188,7 @@ async def _device(request: Request, *, error: str | None = None, status_code: in
                    readings.c.status, readings.c.reason, readings.c.confidence)
             .where(readings.c.device_id == device_id, readings.c.taken_at >= now - timedelta(days=CHART_DAYS))
             .order_by(readings.c.taken_at.desc(), readings.c.seq.desc()).limit(CHART_MAX_POINTS)).all()
+        settled = settlement_of(conn, [r.id for r in recent])
         conn.rollback()
     t = gettext(request)
     fmt = formats(request)
@@ -188,8 +198,11 @@ async def _device(request: Request, *, error: str | None = None, status_code: in
             value = Decimal(r.value) if r.value is not None else None
         except InvalidOperation:
             value = None
+        state, why = settled.get(r.id, (None, None))
         note = r.status if not r.reason else f"{r.status}: {r.reason}"
-        points.append(ChartPoint(r.taken_at, value, _mark(r.status), note[:200]))  # type: ignore[arg-type]
+        if state == "outlier":
+            note += f"; outlier: {why}" if why else "; outlier"
+        points.append(ChartPoint(r.taken_at, value, _mark(r.status, state), note[:300]))  # type: ignore[arg-type]
     chart = reading_chart(points, title=t.gettext("Readings of the last %(days)d days") % {"days": CHART_DAYS},
                           unit="m³", when=fmt.short,
                           number=lambda v: fmt.number(v, 0 if v == v.to_integral_value() else 2), empty=t.gettext(
@@ -199,7 +212,7 @@ async def _device(request: Request, *, error: str | None = None, status_code: in
     return render(request, "ops_device.html", status_code=status_code, ops=OpsWords(request), h=h,
                   commands=commands, commands_ready=bool(c.username and c.password_file),
                   command_timeout_s=c.timeout_s, highlight=request.query_params.get("cmd"), error=error,
-                  chart=chart, readings=recent[:TABLE_READINGS],
+                  chart=chart, readings=recent[:TABLE_READINGS], settled=settled,
                   billing=billing_state(h, states), attention=attention_reasons(h, states, progress, now),
                   progress=progress, now=now, payer_masked=mask_payer(h.payer_code) if h.payer_code else None)
 

@@ -20,6 +20,7 @@ from cloud_bridge.fleet import FleetPublisher
 from cloud_bridge.ingest.mqtt_source import MqttSource
 from cloud_bridge.ingest.worker import IngestWorker
 from cloud_bridge.registry import add_device, bind, retire
+from cloud_bridge.settlement import settle_dirty
 from cloud_bridge.store import open_store
 from cloud_bridge.store.tables import submissions
 from cloud_bridge.web.users import create_user
@@ -37,7 +38,7 @@ def _reading(device_id: str, seq: int, at: datetime, value: str | None, status: 
              reason: str | None = None) -> bytes:
     return Reading(device_id=device_id, seq=seq, taken_at=at, value=value, status=status,  # type: ignore[arg-type]
                    reason=reason, confidence=0.99 if status == "ok" else 0.3,
-                   digits=[{"v": 1, "f": 1.0, "p": 0.9}], model="digits-int8-v3").to_json_bytes()  # type: ignore[list-item]
+                   model="digits-int8-v3").to_json_bytes()
 
 
 class Fleet:
@@ -88,8 +89,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         # kitchen-ok: online, a steady course of ok readings, healthy telemetry; billed this period.
         dev.publish("meters/kitchen-ok/status", b"online", qos=1, retain=True)
         for d in range(15, -1, -1):
+            # Day 8: the device read 00999.000 and called it ok; settlement rules it out.
+            value = "00999.000" if d == 8 else f"{120 + (15 - d) * 0.31:09.3f}"
             dev.publish("meters/kitchen-ok/reading", _reading("kitchen-ok", 100 - d, fresh - timedelta(days=d),
-                                                              f"{120 + (15 - d) * 0.31:09.3f}"), qos=1)
+                                                              value), qos=1)
             sent += 1
         dev.publish("meters/kitchen-ok/telemetry", Telemetry(
             uptime_s=86400, outbox_depth=0, cpu_temp_c=47.2, free_disk_bytes=12_400_000_000, model="digits-int8-v3",
@@ -137,6 +140,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
                 if conn.execute(select(func.count()).select_from(device_telemetry)).scalar_one() == 3:
                     break
             stop.wait(0.05)
+        settle_dirty(engine, config.settlement, BRIDGE_NOW)  # what the running bridge's timer does
         stop.set()
         thread.join(10)
         dev.loop_stop()
@@ -179,6 +183,7 @@ def test_the_fleet_page_shows_every_device_and_filters_it(fleet: Fleet, page: An
     assert "camera: alignment failed" in text and "72 °C" in text and "×4" in text  # 1 unsure + 3 not read
     assert "не прочитано" in text  # Russian by default
     assert "на связи" in page.locator("#device-kitchen-ok").inner_text()
+    assert "ждёт следующих показаний" in page.locator("#device-kitchen-ok").inner_text()  # newest: not settled yet
     assert "1000000000" not in page.content()  # payer codes are not on the fleet page
     period = page.locator("#period").inner_text()
     assert "1 из 3" in period and "ноябрь 2026" in period
@@ -222,6 +227,12 @@ def test_the_device_page_has_its_chart_telemetry_and_state(fleet: Fleet, page: A
     assert "1000000002" not in page.content()
     assert page.locator("p.warn[role=status]").count() == 1  # not billed, window open, readings not ok
     shot(page, "ops-device-phone.png", tmp_path)
+    page.goto(f"{fleet.url}/ops/devices/kitchen-ok")
+    chart = page.locator("svg.readings")
+    assert chart.locator(".pt-outlier").count() == 1 and chart.locator(".pt-ok").count() == 15
+    assert "999.000" in (chart.locator(".pt-outlier title").text_content() or "")
+    assert "выпадает из хода счётчика" in page.locator("table.readings").inner_text()
+    shot(chart, "ops-chart-outlier-phone.png", tmp_path)
     page.goto(f"{fleet.url}/ops/devices/porch-new")
     assert "показаний ещё нет" in page.content() and page.locator("svg.readings").count() == 0
     # An unknown or malformed device id answers like a page that does not exist.

@@ -108,7 +108,7 @@ def correct(ctx: click.Context, reading_id: int, value: str, by: str, note: str 
     The value goes through the same checks as a device's reading: the meter's readings before and after
     it must allow it, it may not be below what billing holds, nor have more digits than a meter has.
     A value they rule out is refused (exit status 1) with the range that is plausible; one with nothing
-    around it to check against is held for an operator (`--confirm`). An accepted correction makes the
+    around it to check against is held for an operator (exit status 3; `--confirm`). An accepted correction makes the
     reading billable; if its period is open and the value differs from what billing was sent, it is
     submitted with its own idempotency key (payer:meter:period:c<correction id>); billing may refuse it
     (e.g. decreasing_value), and `history` shows why."""

@@ -221,3 +221,26 @@ def test_settle_command_is_idempotent(tmp_path: Path, sqlite_url: str, engine_fo
     assert again == {**counts, "changed": 0}
     missing = CliRunner().invoke(main, ["--config", str(cfg), "settle", "--meter", "NOPE"])
     assert missing.exit_code == 1 and "no bound meter NOPE" in missing.output
+
+
+def test_a_value_with_nothing_to_check_against_waits_for_an_operator(tmp_path: Path, sqlite_url: str,
+                                                                    engine_for: Any, sandbox: SandboxServer) -> None:
+    engine = engine_for(sqlite_url)
+    fleet = Fleet(engine)
+    fleet.add("dev-1", "M-1", PAYER, T0)
+    rid = fleet.reading("dev-1", datetime(2026, 10, 18, 6, tzinfo=UTC), None, "error", "frame could not be aligned")
+    cfg = tmp_path / "bridge.toml"
+    cfg.write_text(f'database_url = "{sqlite_url}"\n[billing]\nurl = "{sandbox.url}"\n'
+                   f'[loyalty]\nurl = "{sandbox.url}"\n')
+    base = ["--config", str(cfg), "correct", str(rid), "--value", "00200.000", "--at", "2026-10-20T00:00:00Z"]
+    held = CliRunner().invoke(main, base)
+    assert held.exit_code == 3 and "held for an operator to confirm" in held.output
+    assert _billed(sandbox) == []
+    resident = CliRunner().invoke(main, [*base, "--confirm"])
+    assert resident.exit_code == 1 and "only an operator or an installer" in resident.output
+    confirmed = CliRunner().invoke(main, [*base, "--confirm", "--by", "operator", "--json"])
+    assert confirmed.exit_code == 0, confirmed.output
+    data = json.loads(confirmed.stdout)
+    assert data["verdict"]["state"] == "accepted" and data["verdict"]["reason"].startswith("confirmed by operator")
+    assert data["submission"]["state"] == "accepted"
+    assert [g["value"] for g in _billed(sandbox)] == ["00200.000"]

@@ -14,15 +14,14 @@ import threading
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from sqlalchemy import Engine, and_, select
+from sqlalchemy import Engine, select
 
 from cloud_bridge.config import BridgeConfig
-from cloud_bridge.store.tables import bindings, command_log, devices, readings, utcnow
+from cloud_bridge.store.tables import command_log, devices, utcnow
 from contract import topics
 from contract.payloads import VALUE_PATTERN, CommandResult, SetValueCommand, format_utc
 from contract.settings import read_secret
@@ -62,26 +61,27 @@ def _check_device(conn: Any, device_id: str) -> None:
         raise CommandError(f"device {device_id} is retired; it has no broker account any more")
 
 
-def check_set_value(conn: Any, device_id: str, value: str, at: datetime | None, now: datetime) -> str | None:
-    """Why a set-value must not be sent, or None. The value is what the installer reads on the meter now:
-    a decimal string, at a sane time, and not below what the bridge last stored as `ok` for the meter the
-    device is bound to (a meter's total never goes back; a new meter is a new binding)."""
+def check_set_value(conn: Any, cfg: BridgeConfig, device_id: str, value: str, at: datetime | None, now: datetime,
+                    *, confirm: bool = False) -> str | None:
+    """Why a set-value must not be sent, or None. The value is what the installer reads on the meter: a
+    decimal string, at a sane time, and what the settlement checks allow for the device's meter at that
+    time (`cloud_bridge.corrections.check_correction`: not below the readings before it, not above those
+    after, no faster rise than the meter can do, not below what billing holds). With nothing around to
+    check against, it is sent only with `confirm`."""
+    from cloud_bridge.corrections import check_correction, meter_of_device
+
     if not _VALUE_RE.match(value):
         return f"value {value!r} is not a decimal string like 00123.456"
     if at is not None and not (EARLIEST <= at <= now + timedelta(days=1)):
         return f"--at {format_utc(at)} is outside 2000-01-01 .. one day from now"
-    meter = conn.execute(select(bindings.c.meter_serial).where(and_(
-        bindings.c.device_id == device_id, bindings.c.valid_to.is_(None)))).scalar()
+    meter = meter_of_device(conn, device_id)
     if meter is None:
-        return None
-    last = conn.execute(
-        select(readings.c.value, readings.c.taken_at)
-        .join(bindings, bindings.c.id == readings.c.binding_id)
-        .where(and_(bindings.c.meter_serial == meter, readings.c.status == "ok", readings.c.value.is_not(None)))
-        .order_by(readings.c.taken_at.desc()).limit(1)).first()
-    if last is not None and Decimal(value) < Decimal(last.value):
-        return (f"value {value} is below {last.value}, the last ok reading of meter {meter} "
-                f"({format_utc(last.taken_at)}); a meter's total never goes back (a new meter: rebind the device)")
+        return None  # not bound: no meter history to check against, nothing it could bill
+    verdict = check_correction(conn, meter, value, at or now, cfg)
+    if verdict.state == "refused":
+        return verdict.reason
+    if verdict.state == "review" and not confirm:
+        return f"{verdict.reason}: send it again with --confirm once you have checked the meter"
     return None
 
 
@@ -107,7 +107,7 @@ def _payload(name: str, command_id: str, value: str | None, at: datetime | None)
 
 
 def send_command(engine: Engine, cfg: BridgeConfig, device_id: str, name: str, *, requested_by: str,
-                 value: str | None = None, at: datetime | None = None,
+                 value: str | None = None, at: datetime | None = None, confirm: bool = False,
                  timeout_s: float | None = None) -> CommandOutcome:
     """Check, log, send, wait for the answer, log it. Raises CommandError when nothing could be sent
     (unknown or retired device, no broker account configured, broker unreachable)."""
@@ -119,10 +119,12 @@ def send_command(engine: Engine, cfg: BridgeConfig, device_id: str, name: str, *
         raise CommandError("--at goes with set-value only")
     now = utcnow()
     command_id = uuid.uuid4().hex
-    args: dict[str, Any] = {} if value is None else {"value": value, **({"at": format_utc(at)} if at else {})}
+    args: dict[str, Any] = {} if value is None else {"value": value, **({"at": format_utc(at)} if at else {}),
+                                                     **({"confirmed": True} if confirm else {})}
     with engine.connect() as conn:
         _check_device(conn, device_id)
-        blocked = check_set_value(conn, device_id, value, at, now) if value is not None else None
+        blocked = check_set_value(conn, cfg, device_id, value, at, now, confirm=confirm) if value is not None \
+            else None
     if blocked:
         outcome = CommandOutcome(command_id, device_id, name, args, requested_by, now, "blocked", blocked, None)
         _log(engine, outcome)

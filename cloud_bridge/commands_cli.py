@@ -40,11 +40,13 @@ def _parse_at(value: str | None) -> datetime | None:
               "default now).")
 @click.option("--timeout", "timeout_s", type=float, default=None, help="Seconds to wait for the answer "
               "(default commands.timeout_s).")
+@click.option("--confirm", is_flag=True, help="set-value: send it although the meter has no readings around that "
+              "time to check it against (you have read the meter yourself).")
 @click.option("--by", "requested_by", default=None, help="Who asks, for the audit log (default: your login).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def cmd(ctx: click.Context, device_id: str, name: str, value: str | None, at_text: str | None,
-        timeout_s: float | None, requested_by: str | None, as_json: bool) -> None:
+        timeout_s: float | None, confirm: bool, requested_by: str | None, as_json: bool) -> None:
     """Send a command to DEVICE_ID and wait for its answer.
 
     \b
@@ -52,7 +54,8 @@ def cmd(ctx: click.Context, device_id: str, name: str, value: str | None, at_tex
     reload             reread edge.toml, the layout and the model (answer: done or refused)
     set-value VALUE    the value the meter shows now, e.g. 00123.456 (after a replacement or a fault)
 
-    set-value is checked first (a decimal string, a sane --at, not below the meter's last ok reading).
+    set-value goes through the settlement checks first (the readings of the device's meter around --at
+    allow it, billing does not hold more); with nothing to check against it needs --confirm.
     Every command is written to the audit log (`meter-bridge cmd-log`). Sent with the operator account
     in commands.username/commands.password_file. Exit 0 when the device accepted or did it, 3 refused,
     4 no answer, 5 blocked before sending.
@@ -64,7 +67,8 @@ def cmd(ctx: click.Context, device_id: str, name: str, value: str | None, at_tex
     if cfg.commands.username:
         who = f"{who} (via {cfg.commands.username})"
     try:
-        outcome = send_command(engine, cfg, device_id, name, requested_by=who, value=value, at=at, timeout_s=timeout_s)
+        outcome = send_command(engine, cfg, device_id, name, requested_by=who, value=value, at=at, confirm=confirm,
+                               timeout_s=timeout_s)
     except CommandError as exc:
         fail(str(exc))
     finally:

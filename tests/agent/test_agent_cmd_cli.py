@@ -45,13 +45,16 @@ def bridge(auth_broker: MosquittoBroker, tmp_path: Path, monkeypatch: pytest.Mon
     return run
 
 
-def _store_ok_reading(db_url: str, device_id: str, value: str) -> None:
-    r = Reading.model_validate({"device_id": device_id, "seq": 1000, "taken_at": "2026-11-20T10:00:00Z",
-                                "value": value, "status": "ok", "reason": None, "confidence": 0.99,
-                                "digits": [{"v": 1, "f": 1.0, "p": 0.99}], "model": "m"})
+def _store_ok_readings(db_url: str, device_id: str, values: list[str]) -> None:
+    """Readings the bridge stored, one an hour from 2026-11-20T10:00Z, that corroborate each other."""
     engine = open_store(db_url, create=False)
     with engine.begin() as conn:
-        handle(conn, Message(f"meters/{device_id}/reading", r.to_json_bytes()), utcnow())
+        for i, value in enumerate(values):
+            r = Reading.model_validate({"device_id": device_id, "seq": 1000 + i,
+                                        "taken_at": f"2026-11-20T{10 + i:02d}:00:00Z", "value": value, "status": "ok",
+                                        "reason": None, "confidence": 0.99, "model": "m",
+                                        "digits": [{"v": int(c), "f": float(c), "p": 0.99} for c in value if c != "."]})
+            handle(conn, Message(f"meters/{device_id}/reading", r.to_json_bytes()), utcnow())
     engine.dispose()
 
 
@@ -86,18 +89,27 @@ def test_cmd_is_answered_checked_and_audit_logged(bridge: Any, auth_broker: Mosq
             time.sleep(0.05)
         assert agent.outbox.last_seq() == 2, "capture did not take a reading"
 
+        # the bridge holds no reading of the meter: nothing to check it against, so only with --confirm
         code, out = _cmd(bridge, "dev-a", "set-value", "00200.000", "--at", "2026-11-21T09:00:00+03:00")
+        assert (code, out["state"]) == (5, "blocked") and "--confirm" in out["reason"], out
+        code, out = _cmd(bridge, "dev-a", "set-value", "00200.000", "--at", "2026-11-21T09:00:00+03:00", "--confirm")
         assert (code, out["state"]) == (0, "done"), out
-        assert out["args"] == {"value": "00200.000", "at": "2026-11-21T06:00:00Z"}
+        assert out["args"] == {"value": "00200.000", "at": "2026-11-21T06:00:00Z", "confirmed": True}
         assert (agent.outbox.reading_state() or {}).get("previous") == "00200.000"
 
-        # checked before sending: below the meter's last ok reading, not a number, a silly time
-        _store_ok_reading(bridge.db_url, "dev-a", "00300.000")
-        for args, reason in ((("00250.000",), "below 00300.000"), (("abc",), "decimal string"),
-                             (("00400.000", "--at", "1999-12-31T00:00:00Z"), "outside 2000-01-01")):
+        # the settlement checks (check_correction): not below what the meter showed before; and the basics
+        _store_ok_readings(bridge.db_url, "dev-a", ["00300.000", "00300.010", "00300.020", "00300.030"])
+        for args, reason in ((("00250.000", "--at", "2026-11-20T15:00:00Z", "--confirm"), "below"),
+                             (("abc",), "decimal string"),
+                             (("00400.000", "--at", "1999-12-31T00:00:00Z"), "outside 2000-01-01"),
+                             (("00300.040", "--at", "2026-11-20T14:00:00Z", "--confirm"), "")):
             code, out = _cmd(bridge, "dev-a", "set-value", *args)
+            if not reason:  # what the meter's readings allow goes through
+                assert (code, out["state"]) == (0, "done"), out
+                continue
             assert (code, out["state"]) == (5, "blocked") and reason in out["reason"], out
-        assert (agent.outbox.reading_state() or {}).get("previous") == "00200.000", "a blocked value reached it"
+            assert (agent.outbox.reading_state() or {}).get("previous") == "00200.000", "a blocked value reached it"
+        assert (agent.outbox.reading_state() or {}).get("previous") == "00300.040"
 
         conf.write_text(body.replace("interval_s = 3600", "interval_s = -1"))
         code, out = _cmd(bridge, "dev-a", "reload")
@@ -110,11 +122,12 @@ def test_cmd_is_answered_checked_and_audit_logged(bridge: Any, auth_broker: Mosq
 
     log = json.loads(bridge("cmd-log", "dev-a", "--json").output)["commands"]
     assert [(c["name"], c["state"]) for c in log] == [
-        ("capture", "no_answer"), ("reload", "refused"), ("set-value", "blocked"), ("set-value", "blocked"),
-        ("set-value", "blocked"), ("set-value", "done"), ("capture", "accepted")]
+        ("capture", "no_answer"), ("reload", "refused"), ("set-value", "done"), ("set-value", "blocked"),
+        ("set-value", "blocked"), ("set-value", "blocked"), ("set-value", "done"), ("set-value", "blocked"),
+        ("capture", "accepted")]
     assert all(c["requested_by"] == "installer-1 (via ops)" for c in log)
     assert all(c["answered_at"] for c in log if c["state"] in ("done", "accepted", "refused"))
-    assert "7 command(s)" in bridge("cmd-log").output
+    assert "9 command(s)" in bridge("cmd-log").output
 
 
 def test_cmd_refuses_what_it_cannot_send(bridge: Any) -> None:

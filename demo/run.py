@@ -29,7 +29,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from cloud_bridge.broker import MosquittoBroker, free_port
+from cloud_bridge.broker import MosquittoBroker, free_port, write_secret
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -206,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         svc.broker = broker
         broker.start()
         bridge_password = broker.add_account("bridge", "bridge")
-        (work / "bridge-password").write_text(bridge_password + "\n")
-        (work / "billing-token").write_text(TOKEN + "\n")
+        write_secret(work / "bridge-password", bridge_password + "\n")  # mode 600, like every secret
+        write_secret(work / "billing-token", TOKEN + "\n")
         sandbox_port = free_port()
         portal_port = free_port()
         bridge_toml = work / "bridge.toml"
@@ -256,7 +256,7 @@ secret_file = "{work / 'web' / 'session.key'}"
         # 4. The device agent replays the frames as its camera, at a few per second.
         step(f"Running the device agent on {len(frame_files)} frames")
         state = work / "edge-state"
-        (work / "mqtt-password").write_text(device_password + "\n")
+        write_secret(work / "mqtt-password", device_password + "\n")
         edge_env = {
             "EDGE_DEVICE_ID": DEVICE_ID, "EDGE_STATE_DIR": str(state), "EDGE_INTERVAL_S": "0.2",
             "EDGE_LAYOUT": str(layout), "EDGE_CAPTURE__BACKEND": "folder", "EDGE_CAPTURE__SOURCE": str(frames),

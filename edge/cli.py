@@ -11,6 +11,7 @@ from edge import __version__
 
 COMMANDS = {
     "calibrate": ("edge.calibrate.cli:calibrate", "Write layout.toml and a picture of the digit windows."),
+    "capture": ("edge.capture.cli:capture", "Take one frame with the service's camera, LED and resolution."),
     "classify": ("edge.infer.cli:classify", "Classify a folder of digit crops into a CSV."),
     "read": ("edge.reading.cli:read", "Read meter photos with a layout; one JSON reading per line."),
     "run": ("edge.agent:run", "Run the device agent: capture, read, store, publish."),
@@ -25,7 +26,7 @@ def main(verbose: int) -> None:
     """Read a water meter with a camera and a small digit model, and publish readings over MQTT.
 
     \b
-    Installer's path:  simulate/capture a frame -> calibrate -> read (check) -> run
+    Installer's path:  capture a frame -> calibrate -> read (check) -> run
     Model check:       classify a folder of digit crops
     """
     level = logging.WARNING - 10 * verbose

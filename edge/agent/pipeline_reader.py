@@ -14,7 +14,8 @@ from typing import Any
 
 from contract.settings import ConfigError
 from edge.agent.core import EndOfSource, ReadResult
-from edge.capture import Camera, CaptureError, EndOfFrames, Flash, capture_with_flash, open_camera
+from edge.capture import Camera, EndOfFrames, Flash, capture_with_flash
+from edge.capture.device import open_device
 from edge.config import EdgeConfig
 from edge.pipeline import FramePipeline
 from edge.reading.assemble import confirm
@@ -48,15 +49,7 @@ class PipelineReader:
         except (LayoutError, AlignError) as exc:
             raise ConfigError(f"layout {cfg.layout}: {exc}") from None
         pipeline.rules = Rules.from_config(cfg.reading, pipeline.layout.decimals)
-        try:
-            camera = open_camera(cfg.capture, cfg.state_dir)
-        except CaptureError as exc:
-            raise ConfigError(f"capture ({cfg.capture.backend}): {exc}") from None
-        try:
-            flash = Flash(cfg.led.pin, cfg.led.warmup_s)
-        except CaptureError as exc:
-            camera.close()
-            raise ConfigError(f"led: {exc}") from None
+        camera, flash = open_device(cfg)
         return cls(cfg.device_id, camera, flash, pipeline)
 
     def read(self, state: dict[str, Any] | None) -> ReadResult:

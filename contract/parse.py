@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from contract import topics
-from contract.payloads import CONTRACT_VERSION, MAX_PAYLOAD_BYTES, Reading
+from contract.payloads import CONTRACT_VERSION, MAX_PAYLOAD_BYTES, MAX_SEQ, Reading
 
 RefusalReason = Literal[
     "oversized",
@@ -22,7 +22,34 @@ RefusalReason = Literal[
     "bad_field",
     "device_id_mismatch",
     "bad_topic",
+    "bad_time",
 ]
+
+
+class DuplicateKey(ValueError):
+    """A JSON object names a key twice: which copy counts differs between parsers, so neither does."""
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKey(f"key {key[:40]!r} is given twice")
+        out[key] = value
+    return out
+
+
+def loads_strict(payload: bytes | str) -> Any:
+    """json.loads that refuses duplicate keys (ValueError), NaN and Infinity."""
+    def no_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+    return json.loads(payload, object_pairs_hook=_no_duplicate_keys, parse_constant=no_constant)
+
+
+def _seq_of(data: dict[str, Any]) -> int | None:
+    """The seq to file a refusal under: only a real integer in the storable range."""
+    seq = data.get("seq")
+    return seq if type(seq) is int and 0 <= seq <= MAX_SEQ else None
 
 
 @dataclass(frozen=True)
@@ -43,7 +70,15 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 
 
 def parse_reading(payload: bytes, topic: str | None = None) -> Reading | Refusal:
-    """Validate a reading payload (and, when given, that the topic names the same device)."""
+    """Validate a reading payload (and, when given, that the topic names the same device). Never raises:
+    one bad message must not stop a service that reads thousands."""
+    try:
+        return _parse_reading(payload, topic)
+    except Exception as exc:  # a bug in validation must become a refusal, not a crash loop on redelivery
+        return Refusal("bad_field", f"could not validate: {type(exc).__name__}: {str(exc)[:200]}")
+
+
+def _parse_reading(payload: bytes, topic: str | None) -> Reading | Refusal:
     device_from_topic: str | None = None
     if topic is not None:
         parsed = topics.parse_device_topic(topic)
@@ -55,13 +90,13 @@ def parse_reading(payload: bytes, topic: str | None = None) -> Reading | Refusal
             "oversized", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}", device_id=device_from_topic
         )
     try:
-        data = json.loads(payload)
+        data = loads_strict(payload)
     except (ValueError, RecursionError) as exc:
         return Refusal("bad_json", str(exc)[:200], device_id=device_from_topic)
     if not isinstance(data, dict):
         return Refusal("not_an_object", f"JSON {type(data).__name__}, expected an object",
                        device_id=device_from_topic)
-    seq = data.get("seq") if isinstance(data.get("seq"), int) else None
+    seq = _seq_of(data)
     if "v" not in data:
         return Refusal("missing_field", "v", device_id=device_from_topic, seq=seq)
     if data["v"] != CONTRACT_VERSION or isinstance(data["v"], bool):
@@ -85,6 +120,8 @@ def parse_reading(payload: bytes, topic: str | None = None) -> Reading | Refusal
             reason = "bad_value"
         elif where == "device_id":
             reason = "bad_device_id"
+        elif where == "taken_at":
+            reason = "bad_time"
         else:
             reason = "bad_field"
         return Refusal(reason, f"{where}: {err['msg']}"[:300], device_id=device_from_topic or (

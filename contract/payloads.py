@@ -7,12 +7,14 @@ that is parsed and dumped again gives the same bytes: the outbox can republish a
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -20,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from contract.times import check_sane, format_utc, parse_utc, to_utc
 from contract.topics import DEVICE_ID_PATTERN
 
 CONTRACT_VERSION = 1
@@ -29,21 +32,24 @@ VALUE_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,6})?$"
 _VALUE_RE = re.compile(VALUE_PATTERN)
 
 
-def _to_utc(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        raise ValueError("time must carry a time zone (UTC ISO 8601, e.g. 2026-11-24T17:00:00Z)")
-    return value.astimezone(UTC)
+MAX_SEQ = 2**63 - 1  # a signed 64-bit integer: what both databases store
 
 
-def format_utc(value: datetime) -> str:
-    """ISO 8601 in UTC with a trailing Z; microseconds only when there are any."""
-    v = _to_utc(value)
-    # Not strftime: its %Y does not pad years before 1000 on glibc, which would break the round trip.
-    text = f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}"
-    return text + (f".{v.microsecond:06d}Z" if v.microsecond else "Z")
+def _wire_time(value: object) -> datetime:
+    """A time on the wire is an ISO 8601 string with a zone; in Python, an aware datetime. Never a number
+    (an integer `taken_at` is seconds or milliseconds? nobody knows), never a naive time."""
+    if isinstance(value, datetime):
+        return to_utc(value)
+    if isinstance(value, str):
+        return parse_utc(value)
+    raise ValueError(f"time must be an ISO 8601 string like 2026-11-24T17:00:00Z, not {type(value).__name__}")
 
 
-UtcTime = Annotated[datetime, PlainSerializer(format_utc, return_type=str, when_used="json")]
+UtcTime = Annotated[datetime, BeforeValidator(_wire_time),
+                    PlainSerializer(format_utc, return_type=str, when_used="json")]
+# A time a device reports: also inside the sane window (2000 … a day ahead of this machine's clock).
+DeviceTime = Annotated[datetime, BeforeValidator(_wire_time), AfterValidator(check_sane),
+                       PlainSerializer(format_utc, return_type=str, when_used="json")]
 
 
 class _Strict(BaseModel):
@@ -55,7 +61,14 @@ class _Strict(BaseModel):
         return self.model_dump_json().encode("utf-8")
 
 
-class Digit(_Strict):
+class _Wire(_Strict):
+    """What arrives from another machine: strict types, so `true` is not a seq, `"202"` not a number and
+    `203.0` not an integer (pydantic's lax mode would take all three)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Digit(_Wire):
     """One wheel as the model saw it: `v` digit reached (0-9) or "N", `f` position, `p` confidence."""
 
     v: int | Literal["N"]
@@ -73,13 +86,24 @@ class Digit(_Strict):
 Status = Literal["ok", "suspect", "error"]
 
 
-class Reading(_Strict):
-    """One meter reading as the device publishes it on `meters/{device_id}/reading`."""
+def _omit_none(value: object) -> bool:
+    return value is None
+
+
+class Reading(_Wire):
+    """One meter reading as the device publishes it on `meters/{device_id}/reading`.
+
+    `epoch` names the device's outbox: a new SD card (or a deleted corrupt outbox) starts seq at 1 again
+    under a new epoch, so `(device_id, epoch, seq)` is unique for ever. It is optional (v1 devices send
+    none; the bridge files those under epoch 0) and left out of the JSON when absent, so a v1 reading
+    still round-trips byte for byte.
+    """
 
     v: Literal[1] = 1
     device_id: str = Field(pattern=f"^{DEVICE_ID_PATTERN}$")
-    seq: int = Field(ge=0, le=2**63 - 1)
-    taken_at: UtcTime
+    epoch: int | None = Field(default=None, ge=1, le=MAX_SEQ, exclude_if=_omit_none)
+    seq: int = Field(ge=0, le=MAX_SEQ)
+    taken_at: DeviceTime
     value: str | None = Field(default=None, pattern=VALUE_PATTERN)
     unit: Literal["m3"] = "m3"
     status: Status
@@ -87,11 +111,6 @@ class Reading(_Strict):
     confidence: float = Field(ge=0.0, le=1.0)
     digits: list[Digit] = Field(default_factory=list, max_length=32)
     model: str = Field(default="", max_length=128)
-
-    @field_validator("taken_at")
-    @classmethod
-    def _utc(cls, v: datetime) -> datetime:
-        return _to_utc(v)
 
     @model_validator(mode="after")
     def _consistent(self) -> Reading:
@@ -108,10 +127,11 @@ class Reading(_Strict):
 AckState = Literal["stored", "duplicate", "rejected"]
 
 
-class Ack(_Strict):
-    """The bridge's answer on `meters/{device_id}/ack`."""
+class Ack(_Wire):
+    """The bridge's answer on `meters/{device_id}/ack`. `epoch` echoes the reading's (absent for v1)."""
 
     seq: int | None = None
+    epoch: int | None = Field(default=None, exclude_if=_omit_none)
     state: AckState
     reason: str | None = None
 
@@ -141,11 +161,11 @@ class Telemetry(_Strict):
 COMMAND_ID_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
 
 
-class SetValueCommand(_Strict):
+class SetValueCommand(_Wire):
     """`meters/{id}/cmd/set-value`: the installer confirms the meter's current value."""
 
     value: str = Field(pattern=VALUE_PATTERN)
-    at: UtcTime | None = None
+    at: DeviceTime | None = None
     id: str | None = Field(None, pattern=COMMAND_ID_PATTERN, description="echoed in the device's answer")
 
 
@@ -182,11 +202,6 @@ class MeterState(_Strict):
     confidence: float | None = Field(default=None, ge=0.0, le=1.0)
     read_value: str | None = Field(default=None, pattern=VALUE_PATTERN, description="what the newest reading read")
     flow_m3_per_h: float | None = Field(default=None, ge=0.0, description="over the last accepted readings")
-
-    @field_validator("taken_at", "value_at")
-    @classmethod
-    def _utc(cls, v: datetime | None) -> datetime | None:
-        return None if v is None else _to_utc(v)
 
     def decimal_value(self) -> Decimal | None:
         return None if self.value is None else Decimal(self.value)

@@ -9,7 +9,6 @@ import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -22,6 +21,7 @@ from starlette.routing import Route
 from cloud_bridge.sandbox.faults import FaultBoard, FaultRequest
 from cloud_bridge.sandbox.store import SandboxStore
 from contract.payloads import VALUE_PATTERN
+from contract.times import parse_utc
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,7 @@ class ReadingIn(BaseModel):
     @field_validator("taken_at")
     @classmethod
     def _aware_time(cls, v: str) -> str:
-        parsed = datetime.fromisoformat(v.replace("Z", "+00:00"))
-        if parsed.tzinfo is None:
-            raise ValueError("taken_at must carry a time zone")
+        parse_utc(v)  # ValueError (no zone, out of range, not a time) becomes a 422
         return v
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from contract.times import parse_utc, to_utc
+
 _PERIOD_RE = re.compile(r"^([0-9]{4})-(0[1-9]|1[0-2])$")
 
 
@@ -97,16 +99,5 @@ class WindowRule:
         return None
 
 
-def _aware(at: datetime) -> datetime:
-    if at.tzinfo is None:
-        raise ValueError("times must carry a time zone (UTC ISO 8601, e.g. 2026-11-24T17:00:00Z)")
-    return at.astimezone(UTC)
-
-
-def parse_instant(text: str) -> datetime:
-    """ISO 8601 with a zone (`Z` or an offset); a time without a zone is refused, never guessed."""
-    try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"not an ISO 8601 time: {text!r} (e.g. 2026-11-24T17:00:00Z)") from None
-    return _aware(value)
+_aware = to_utc
+parse_instant = parse_utc  # ISO 8601 with a zone; a time without one is refused (contract.times)

@@ -11,17 +11,13 @@ from typing import Any
 
 import click
 
+from contract.times import parse_utc
 from edge.capture.frametime import frame_time, time_from_name
 from edge.reading.assemble import confirm
 from edge.reading.model import ReadingState
 from edge.reading.rules import parse_value
 
 __all__ = ["frame_time", "read"]
-
-
-def _parse_time(text: str) -> datetime:
-    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 def _write_picture(out: Path, aligned: Any, raw: Any, layout: Any, decision: Any) -> None:
@@ -126,7 +122,7 @@ def read(frames: tuple[Path, ...], layout_path: Path, previous: str | None, prev
     if previous is not None:
         try:
             value = pipe.rules.quantize(parse_value(previous))
-            at = _parse_time(previous_at) if previous_at else None
+            at = parse_utc(previous_at) if previous_at else None
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--previous/--previous-at") from exc
         state = confirm(state, value, at) if at else ReadingState(previous=value)

@@ -7,9 +7,11 @@ frame's decision depends only on (state, observation, rules) and can be replayed
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
+
+from contract.times import parse_utc
 
 Status = Literal["ok", "suspect", "error"]
 
@@ -114,10 +116,7 @@ class ReadingState:
 
 
 def _utc(text: str) -> datetime:
-    t = datetime.fromisoformat(text)
-    if t.tzinfo is None:
-        raise ValueError(f"time {text!r} has no time zone")
-    return t.astimezone(UTC)
+    return parse_utc(text)
 
 
 @dataclass(frozen=True)

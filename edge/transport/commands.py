@@ -5,7 +5,6 @@ Parsing is pure: a refused command changes nothing, and the reason goes to the l
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -13,6 +12,7 @@ from typing import Literal
 from pydantic import ValidationError
 
 from contract import topics
+from contract.parse import loads_strict
 from contract.payloads import COMMAND_ID_PATTERN, SetValueCommand
 
 MAX_COMMAND_BYTES = 4096
@@ -54,7 +54,7 @@ def parse_command(device_id: str, topic: str, payload: bytes, *, retained: bool 
     data: object = None
     if payload.strip():
         try:
-            data = json.loads(payload)
+            data = loads_strict(payload)
         except (ValueError, RecursionError) as exc:
             return Refused(name, f"bad JSON: {str(exc)[:120]}")
         if not isinstance(data, dict):

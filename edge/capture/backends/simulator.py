@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from contract.times import parse_utc
 from edge.capture.base import Camera, CaptureError, Frame, read_state, write_state
 from edge.capture.simulator.consumption import Household
 from edge.capture.simulator.faults import FaultMix, Faults, sample_faults
@@ -19,12 +20,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 STATE_FILE = "capture-simulator.json"
-
-
-def parse_utc(text: str) -> datetime:
-    """ISO 8601 → aware UTC datetime; a time without a zone is taken as UTC."""
-    t = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 class SimulatorCamera(Camera):

@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 import cv2
 
-from edge.capture.backends.simulator import SimulatorCamera, parse_utc
+from contract.times import parse_utc
+from edge.capture.backends.simulator import SimulatorCamera
 from edge.capture.frametime import frame_name
 from edge.capture.simulator.faults import FaultMix
 from edge.capture.simulator.meter import N_DEC, SIM_ROIS, format_value, render_reference, wheel_positions
@@ -23,8 +24,8 @@ def _utc(ctx: click.Context, param: click.Parameter, value: str | None) -> datet
         return None
     try:
         return parse_utc(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 time, e.g. 2025-01-06T00:00:00Z") from None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.command("simulate")

@@ -65,7 +65,7 @@ def device_state(conn: Connection, device_id: str, now: datetime, fleet: FleetSe
     last = conn.execute(select(readings.c.seq, readings.c.taken_at, readings.c.stored_at, readings.c.value,
                                readings.c.status, readings.c.reason)
                         .where(readings.c.device_id == device_id)
-                        .order_by(readings.c.seq.desc()).limit(1)).first()
+                        .order_by(readings.c.taken_at.desc(), readings.c.id.desc()).limit(1)).first()
     last_reading = LastReading(seq=last.seq, taken_at=last.taken_at, stored_at=last.stored_at, value=last.value,
                                status=last.status, reason=last.reason) if last else None
     age = (now - last.taken_at).total_seconds() if last else None

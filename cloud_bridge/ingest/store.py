@@ -1,7 +1,10 @@
 """What ingest writes, in the caller's transaction: a reading, a refusal, a device status, counters.
 
 Nothing here keeps state between calls: with N workers (or a redelivery reaching another worker out
-of order) the database decides: (device_id, seq) is unique, so a second copy is a no-op.
+of order) the database decides: (device_id, epoch, seq) is unique, so a second copy is a no-op. A second
+copy with *other* content is not a duplicate: the device reused a seq (its outbox was lost and it has no
+epoch, or it was restored from a backup); that reading is refused as `seq_reused` with its payload kept,
+so nothing is silently dropped and a current device starts a new epoch and sends it again.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ OutcomeKind = Literal["stored", "duplicate", "refused", "status", "telemetry", "
 UNKNOWN_DEVICE = "unknown_device"
 UNBOUND_DEVICE = "unbound_device"
 STORE_ERROR = "store_error"
+SEQ_REUSED = "seq_reused"
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class Outcome:
     reason: str | None = None
     detail: str | None = None
     reading_id: int | None = None
+    epoch: int | None = None  # the reading's, echoed in the ack (None for v1 devices)
 
 
 def clean_text(value: str | None, limit: int = 1000) -> str | None:
@@ -86,7 +91,8 @@ def record_refusal(conn: Connection, msg: Message, reason: str, detail: str | No
 
 
 def _reading_row(r: Reading, raw: str, binding_id: int, now: datetime) -> dict[str, Any]:
-    return {"device_id": r.device_id, "seq": r.seq, "taken_at": r.taken_at, "stored_at": now, "status": r.status,
+    return {"device_id": r.device_id, "epoch": r.epoch or 0, "seq": r.seq, "taken_at": r.taken_at,
+            "stored_at": now, "status": r.status,
             "value": r.value, "unit": r.unit, "confidence": r.confidence, "reason": clean_text(r.reason),
             "binding_id": binding_id, "model": clean_text(r.model, 128), "raw": raw}
 
@@ -94,50 +100,58 @@ def _reading_row(r: Reading, raw: str, binding_id: int, now: datetime) -> dict[s
 def store_readings(conn: Connection, items: list[tuple[Message, Reading]], now: datetime,
                    keep_payload: bool = True) -> list[Outcome]:
     """Store valid readings in one multi-row INSERT … ON CONFLICT DO NOTHING RETURNING; the rows it
-    returns are the new ones, every other (device_id, seq) is a duplicate. Outcomes in input order."""
+    returns are the new ones, every other (device_id, epoch, seq) is a duplicate when its bytes are the
+    same, and refused as `seq_reused` when they differ. Outcomes in input order."""
     bound = _devices_and_bindings(conn, {r.device_id for _, r in items})
     outcomes: list[Outcome | None] = [None] * len(items)
     refused: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
-    first_of: dict[tuple[str, int], int] = {}  # key -> index of its first copy in this batch
+    first_of: dict[tuple[str, int, int], int] = {}  # key -> index of its first copy in this batch
     raws: dict[int, str] = {}
+
+    def refuse(i: int, reason: str, detail: str) -> None:
+        msg, r = items[i]
+        refused.append(_refusal_row(msg, reason, detail, r.device_id, r.seq, now, keep_payload))
+        outcomes[i] = Outcome(msg, "refused", r.device_id, r.seq, reason, detail, epoch=r.epoch)
+
     for i, (msg, r) in enumerate(items):
-        def refuse(reason: str, detail: str, i: int = i, msg: Message = msg, r: Reading = r) -> None:
-            refused.append(_refusal_row(msg, reason, detail, r.device_id, r.seq, now, keep_payload))
-            outcomes[i] = Outcome(msg, "refused", r.device_id, r.seq, reason, detail)
         try:
             raws[i] = msg.payload.decode("utf-8")
         except UnicodeDecodeError as exc:  # json.loads also takes UTF-16/32; the contract says UTF-8
-            refuse("bad_json", f"not UTF-8: {exc.reason}")
+            refuse(i, "bad_json", f"not UTF-8: {exc.reason}")
             continue
         if r.device_id not in bound:
-            refuse(UNKNOWN_DEVICE, "no such device: add it with `meter-bridge devices add`")
+            refuse(i, UNKNOWN_DEVICE, "no such device: add it with `meter-bridge devices add`")
         elif bound[r.device_id] is None:
-            refuse(UNBOUND_DEVICE, "device is not bound: `meter-bridge bind` it")
-        elif (r.device_id, r.seq) not in first_of:
-            first_of[(r.device_id, r.seq)] = i
+            refuse(i, UNBOUND_DEVICE, "device is not bound: `meter-bridge bind` it")
+        elif (r.device_id, r.epoch or 0, r.seq) not in first_of:
+            first_of[(r.device_id, r.epoch or 0, r.seq)] = i
             rows.append(_reading_row(r, raws[i], bound[r.device_id], now))  # type: ignore[arg-type]
-    new: dict[tuple[str, int], int] = {}
+    new: dict[tuple[str, int, int], int] = {}
     if rows:
-        stmt = (_insert(conn, readings).on_conflict_do_nothing(index_elements=["device_id", "seq"])
-                .returning(readings.c.id, readings.c.device_id, readings.c.seq))
-        new = {(d, q): int(rid) for rid, d, q in conn.execute(stmt, rows).all()}
-    if refused:
-        conn.execute(refusals.insert(), refused)
+        stmt = (_insert(conn, readings).on_conflict_do_nothing(index_elements=["device_id", "epoch", "seq"])
+                .returning(readings.c.id, readings.c.device_id, readings.c.epoch, readings.c.seq))
+        new = {(d, int(e), int(q)): int(rid) for rid, d, e, q in conn.execute(stmt, rows).all()}
     for i, (msg, r) in enumerate(items):
         if outcomes[i] is not None:
             continue
-        key = (r.device_id, r.seq)
+        key = (r.device_id, r.epoch or 0, r.seq)
         if key in new and first_of[key] == i:
-            outcomes[i] = Outcome(msg, "stored", r.device_id, r.seq, reading_id=new[key])
+            outcomes[i] = Outcome(msg, "stored", r.device_id, r.seq, reading_id=new[key], epoch=r.epoch)
             continue
         first = conn.execute(select(readings.c.id, readings.c.raw).where(and_(
-            readings.c.device_id == r.device_id, readings.c.seq == r.seq))).one()
-        reused = first.raw != raws[i]
-        if reused:  # the device reused a seq (state lost?): the first copy stays; say so loudly
-            log.warning("device %s sent seq %d again with other content; keeping the first", r.device_id, r.seq)
-        outcomes[i] = Outcome(msg, "duplicate", r.device_id, r.seq, reason="seq_reused" if reused else None,
-                              reading_id=int(first.id))
+            readings.c.device_id == r.device_id, readings.c.epoch == key[1], readings.c.seq == r.seq))).one()
+        if first.raw == raws[i]:
+            outcomes[i] = Outcome(msg, "duplicate", r.device_id, r.seq, reading_id=int(first.id), epoch=r.epoch)
+            continue
+        # The device reused a seq (outbox lost or restored): not a duplicate. The first copy stays, this one
+        # is refused with its payload kept, and the ack says so: the device sends it again under a new epoch.
+        log.warning("device %s sent seq %d (epoch %d) again with other content: refused as %s",
+                    r.device_id, r.seq, key[1], SEQ_REUSED)
+        refuse(i, SEQ_REUSED, f"seq {r.seq} of epoch {key[1]} is already stored with other content "
+                              f"(reading id {first.id}); send it under a new epoch")
+    if refused:
+        conn.execute(refusals.insert(), refused)
     return [o for o in outcomes if o is not None]
 
 
@@ -247,6 +261,6 @@ def count_outcomes(outcomes: list[Outcome]) -> Counter[str]:
         c["received"] += 1
         if o.kind == "duplicate":
             c["duplicate"] += 1
-            if o.reason == "seq_reused":
-                c["seq_reused"] += 1
+        if o.reason == SEQ_REUSED:
+            c["seq_reused"] += 1
     return c

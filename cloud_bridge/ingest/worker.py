@@ -131,9 +131,10 @@ class IngestWorker:
                           str(exc.orig or exc).splitlines()[0], len(batch), delay)
                 if self.metrics is not None:
                     self.metrics.db_retries.inc()
-            except DBAPIError:
-                # Something in this batch the database will not take: store one by one, so one bad
-                # message becomes a refusal instead of blocking every other reading.
+            except Exception:
+                # Something in this batch the database (or the driver: OverflowError for an integer
+                # SQLite cannot hold) will not take: store one by one, so one bad message becomes a
+                # refusal instead of a crash loop on every redelivery.
                 log.exception("batch of %d failed; storing its messages one by one", len(batch))
                 return self._store_one_by_one(batch)
             if stop is not None and stop.wait(delay):
@@ -149,9 +150,10 @@ class IngestWorker:
                 outcomes += self._store([m])
             except OperationalError:
                 raise
-            except DBAPIError as exc:
+            except Exception as exc:
                 now = self.clock()
-                detail = str(exc.orig or exc).splitlines()[0][:300]
+                orig = exc.orig if isinstance(exc, DBAPIError) else exc
+                detail = f"{type(orig).__name__}: {str(orig or exc).splitlines()[0] if str(orig) else ''}"[:300]
                 with self.engine.begin() as conn:
                     o = record_refusal(conn, m, STORE_ERROR, detail, None, None, now, keep_payload=True)
                     bump_counters(conn, self.shard, count_outcomes([o]), now)
@@ -165,11 +167,12 @@ class IngestWorker:
         ack_to = parsed.device_id if parsed is not None and parsed.kind == topics.READING else None
         if o.kind in ("stored", "duplicate"):
             assert ack_to is not None
-            self.source.publish(topics.ack(ack_to), Ack(seq=o.seq, state=o.kind).to_json_bytes())
+            self.source.publish(topics.ack(ack_to), Ack(seq=o.seq, epoch=o.epoch, state=o.kind).to_json_bytes())
             return
         reason = o.reason or "refused"
         if ack_to is not None:
-            self.source.publish(topics.ack(ack_to), Ack(seq=o.seq, state="rejected", reason=reason).to_json_bytes())
+            ack = Ack(seq=o.seq, epoch=o.epoch, state="rejected", reason=reason)
+            self.source.publish(topics.ack(ack_to), ack.to_json_bytes())
         letter = DeadLetter(topic=o.message.topic[:300], reason=reason, detail=(o.detail or None) and o.detail[:300],
                             device_id=o.device_id, seq=o.seq, size=len(o.message.payload), at=self.clock())
         self.source.publish(topics.BRIDGE_DEADLETTER, letter.to_json_bytes())

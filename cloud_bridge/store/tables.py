@@ -121,6 +121,7 @@ readings = Table(
     "readings", metadata,
     Column("id", ID, primary_key=True, autoincrement=True),
     Column("device_id", String(64), ForeignKey("devices.device_id"), nullable=False),
+    Column("epoch", BigInteger, nullable=False, server_default="0"),  # the device's outbox; 0 = v1 device
     Column("seq", BigInteger, nullable=False),
     Column("taken_at", UtcDateTime, nullable=False),
     Column("stored_at", UtcDateTime, nullable=False),
@@ -132,7 +133,7 @@ readings = Table(
     Column("binding_id", ID, ForeignKey("bindings.id")),  # in force when stored; kept for ever
     Column("model", String(128), nullable=False, server_default=""),
     Column("raw", Text, nullable=False),  # the payload exactly as received (UTF-8 JSON)
-    UniqueConstraint("device_id", "seq"),
+    UniqueConstraint("device_id", "epoch", "seq"),
     CheckConstraint("status IN ('ok', 'suspect', 'error')", name="status"),
     Index("ix_readings_binding_id_taken_at", "binding_id", "taken_at"),
     Index("ix_readings_stored_at", "stored_at"),

@@ -2,8 +2,11 @@
 
 A reading moves `pending` → `published` (the broker's PUBACK) → `done` (the bridge's ack naming its seq).
 `seq` is allocated in the same transaction that inserts the row, so a power cut can never mint a seq
-twice or lose one that was handed out. The exact JSON bytes are stored, so a republish is byte for byte
-the same message. The reading rules' state (previous accepted value, …) lives in the same database and
+twice or lose one that was handed out. Each outbox file has a random `epoch`, sent with every reading:
+a new SD card or a deleted outbox starts seq at 1 again, but under a new epoch, so the bridge never
+takes a new reading for an old one. If the bridge still says `seq_reused` (an outbox restored from a
+backup), the outbox starts a new epoch and sends what it has not delivered again under it.
+The reading rules' state (previous accepted value, …) lives in the same database and
 is written in the same transaction as the reading it produced.
 
 When the disk is full the outbox makes room by dropping the oldest rows it can (done ones first, then
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -51,6 +55,12 @@ CREATE TABLE IF NOT EXISTS meta (
     value TEXT NOT NULL
 );
 """
+
+
+def _new_epoch() -> int:
+    """Random, so two outboxes of one device never share one (no clock needed: a Pi may not have one).
+    Below 2^53, so it survives any JSON reader as an exact integer."""
+    return secrets.randbelow(2**53 - 1) + 1
 
 
 class OutboxFull(Exception):
@@ -95,6 +105,8 @@ class Outbox:
                 self.db.execute(stmt)
             self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             self.db.execute("INSERT OR IGNORE INTO meta VALUES ('next_seq', '1')")
+            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('epoch', ?)", (str(_new_epoch()),))
+        self.epoch = int(self._meta("epoch") or 0)
         self._full_streak = 0
         self.unstored = 0  # readings lost because not even dropping made room
 
@@ -161,7 +173,7 @@ class Outbox:
     def _insert(self, draft: Reading, reading_state: dict[str, Any] | None) -> Stored:
         with self._tx(durable=True):
             seq = int(self._meta("next_seq", "1") or 1)
-            payload = draft.model_copy(update={"seq": seq}).to_json_bytes()
+            payload = draft.model_copy(update={"seq": seq, "epoch": self.epoch}).to_json_bytes()
             self.db.execute(
                 "INSERT INTO readings (seq, state, payload, created_at) VALUES (?, 'pending', ?, ?)",
                 (seq, payload, self.clock()))
@@ -232,8 +244,11 @@ class Outbox:
                 (self.clock(), seq))
         return cur.rowcount > 0
 
-    def mark_acked(self, seq: int, ack: str, reason: str | None = None) -> bool:
-        """The bridge acked `seq` (stored, duplicate or rejected): done. False for an unknown seq."""
+    def mark_acked(self, seq: int, ack: str, reason: str | None = None, epoch: int | None = None) -> bool:
+        """The bridge acked `seq` (stored, duplicate or rejected): done. False for an unknown seq, or an ack
+        for another epoch (an answer to what this outbox sent before it started a new one)."""
+        if epoch is not None and epoch != self.epoch:
+            return False
         with self._tx(durable=False):
             cur = self.db.execute(
                 "UPDATE readings SET state = 'done', ack = ?, ack_reason = ? WHERE seq = ? AND state != 'done'",
@@ -246,6 +261,26 @@ class Outbox:
                     "(SELECT seq FROM readings WHERE state = 'done' ORDER BY seq DESC LIMIT 1 OFFSET ?)",
                     (KEEP_DONE,))
         return cur.rowcount > 0
+
+    def start_new_epoch(self, seq: int) -> int:
+        """The bridge already holds `seq` of this epoch with other content: take a new epoch and put `seq`
+        and everything not yet acknowledged back in the queue under it (same seqs, new epoch). Returns the
+        number of readings queued again."""
+        epoch = _new_epoch()
+        with self._tx(durable=True):
+            rows = self.db.execute("SELECT seq, payload FROM readings WHERE state != 'done' OR seq = ?",
+                                   (seq,)).fetchall()
+            for s, payload in rows:
+                doc = json.loads(bytes(payload))
+                doc["epoch"] = epoch
+                again = Reading.model_validate(doc).to_json_bytes()
+                self.db.execute("UPDATE readings SET payload = ?, state = 'pending', ack = NULL, ack_reason = NULL "
+                                "WHERE seq = ?", (again, s))
+            self._set_meta("epoch", str(epoch))
+        log.warning("the bridge already has seq %d of epoch %d with other content (outbox restored from a backup?): "
+                    "new epoch %d, %d readings queued again under it", seq, self.epoch, epoch, len(rows))
+        self.epoch = epoch
+        return len(rows)
 
     # -- reading-rule state ---------------------------------------------------------------------
     def reading_state(self) -> dict[str, Any] | None:

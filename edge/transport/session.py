@@ -206,7 +206,12 @@ class Session:
             log.warning("the bridge acked a message without a seq (%s%s)", ack.state,
                         f": {ack.reason}" if ack.reason else "")
             return
-        if not self.outbox.mark_acked(ack.seq, ack.state, ack.reason):
+        if ack.state == "rejected" and ack.reason == "seq_reused":
+            if self.outbox.resend_reused(ack.seq, ack.epoch):
+                log.warning("the bridge already holds seq %d with other content: sending it again under epoch %d",
+                            ack.seq, self.outbox.epoch)
+            return
+        if not self.outbox.mark_acked(ack.seq, ack.state, ack.reason, ack.epoch):
             log.debug("ack for seq %d that is already done or unknown", ack.seq)
             return
         if ack.state == "rejected":

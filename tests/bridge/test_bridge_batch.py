@@ -29,7 +29,7 @@ def test_outcomes_in_order_with_duplicates_and_reused_seq(engine: Engine) -> Non
     assert first[1].reading_id == first[0].reading_id
     with engine.begin() as conn:
         second = handle_batch(conn, [msg("b1", 2), msg("b1", 1, "00009.000"), msg("b1", 3)], now)
-    assert [(o.kind, o.reason) for o in second] == [("duplicate", None), ("duplicate", "seq_reused"),
+    assert [(o.kind, o.reason) for o in second] == [("duplicate", None), ("refused", "seq_reused"),
                                                     ("stored", None)]
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(readings)).scalar_one() == 4

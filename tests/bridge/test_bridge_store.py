@@ -32,6 +32,27 @@ def test_upgrade_is_idempotent_and_an_empty_database_says_what_to_do(db_url: str
     e.dispose()
 
 
+def test_the_epoch_migration_keeps_v1_readings_under_epoch_0(db_url: str) -> None:
+    e = make_engine(db_url)
+    upgrade(e, "0001")
+    register(e, ["m1"])
+    with e.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO readings (device_id, seq, taken_at, stored_at, status, value, unit, confidence, model, raw) "
+            "VALUES ('m1', 1, '2026-11-24 10:00:00', '2026-11-24 10:00:00', 'ok', '00001.000', 'm3', 0.9, '', '{}')")
+    upgrade(e)
+    with e.begin() as conn:
+        assert conn.execute(select(readings.c.epoch, readings.c.seq)).all() == [(0, 1)]
+        conn.execute(readings.insert().values(device_id="m1", epoch=7, seq=1, taken_at=datetime.now(UTC),
+                                              stored_at=datetime.now(UTC), status="ok", value="2", confidence=1,
+                                              raw="{}"))  # seq 1 again, new epoch: allowed
+    with pytest.raises(IntegrityError), e.begin() as conn:
+        conn.execute(readings.insert().values(device_id="m1", epoch=7, seq=1, taken_at=datetime.now(UTC),
+                                              stored_at=datetime.now(UTC), status="ok", value="3", confidence=1,
+                                              raw="{}"))
+    e.dispose()
+
+
 def test_times_come_back_as_utc_and_values_exact(engine: Engine) -> None:
     register(engine, ["t1"])
     taken = datetime(2026, 11, 24, 20, 0, 0, 123456, tzinfo=UTC).astimezone()  # any zone in, UTC out

@@ -215,8 +215,12 @@ class Agent:
             return None
         except Exception as exc:
             self.error("cycle %d: reading the meter failed: %s: %s", self.stats.cycles, type(exc).__name__, exc)
-            result = ReadResult(self._error_reading(f"{type(exc).__name__}: {exc}"),
-                                timings={"capture": time.perf_counter() - t0})
+            try:
+                error_reading = self._error_reading(f"{type(exc).__name__}: {exc}")
+            except ValueError as bad:  # e.g. this device's clock is outside the contract's window
+                self.error("cycle %d: not even an error reading can be stored: %s", self.stats.cycles, bad)
+                return None
+            result = ReadResult(error_reading, timings={"capture": time.perf_counter() - t0})
         timings = dict(result.timings)
         t1 = time.perf_counter()
         try:
@@ -344,8 +348,8 @@ class Agent:
         at = cmd.set_value.at or datetime.now(UTC)
         try:
             state = self.reader.set_previous(self.outbox.reading_state(), cmd.set_value.value, at)
-        except ValueError as exc:
-            return self._refuse(Refused("set-value", str(exc)))
+        except Exception as exc:  # whatever a command carries, it must not stop the agent
+            return self._refuse(Refused("set-value", f"{type(exc).__name__}: {exc}"[:300]))
         self.outbox.set_reading_state(state)
         self.meter_state.set_value(cmd.set_value.value, at)
         self.publish_state()

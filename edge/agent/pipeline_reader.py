@@ -52,8 +52,21 @@ class PipelineReader:
         camera, flash = open_device(cfg)
         return cls(cfg.device_id, camera, flash, pipeline)
 
+    def _carried(self, state: dict[str, Any] | None) -> ReadingState:
+        """The stored state; one that does not load (an old bug let `0001-01-01T00:00:00+14:00` in) must not
+        brick the agent: what is sound is kept, the rest dropped and logged, the next reading rewrites it."""
+        if not state:
+            return ReadingState()
+        try:
+            return ReadingState.from_dict(state)
+        except Exception as exc:
+            carried, dropped = ReadingState.salvage(state)
+            log.error("the stored reading state does not load (%s: %s); dropped %s, kept the rest",
+                      type(exc).__name__, exc, ", ".join(dropped) or "nothing")
+            return carried
+
     def read(self, state: dict[str, Any] | None) -> ReadResult:
-        carried = ReadingState.from_dict(state) if state else ReadingState()
+        carried = self._carried(state)
         t = time.perf_counter()
         try:
             frame = capture_with_flash(self.camera, self.flash)
@@ -69,7 +82,7 @@ class PipelineReader:
         return ReadResult(reading, result.state.to_dict(), timings)
 
     def set_previous(self, state: dict[str, Any] | None, value: str, at: datetime) -> dict[str, Any]:
-        carried = ReadingState.from_dict(state) if state else ReadingState()
+        carried = self._carried(state)
         return confirm(carried, self.pipeline.rules.quantize(parse_value(value)), at).to_dict()
 
     def close(self) -> None:

@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from contract.times import parse_utc
+from contract.times import check_sane, parse_utc
 
 Status = Literal["ok", "suspect", "error"]
 
@@ -98,6 +98,31 @@ class ReadingState:
         }
 
     @classmethod
+    def salvage(cls, data: object) -> tuple[ReadingState, list[str]]:
+        """What is sound in a stored state that `from_dict` refuses (written by an older version, or a
+        bad `set-value` that one let through): each part that does not load is dropped, and named."""
+        if not isinstance(data, dict):
+            return cls(), [f"state is a {type(data).__name__}, not an object"]
+        dropped: list[str] = []
+        parts: dict[str, Any] = {}
+        for key in ("previous", "previous_at", "refused_run", "pending"):
+            try:
+                cls.from_dict({key: data.get(key)})
+                parts[key] = data.get(key)
+            except Exception as exc:
+                dropped.append(f"{key} ({type(exc).__name__}: {str(exc)[:80]})")
+        refusals = []
+        for r in data.get("refusals") or ():
+            try:
+                cls.from_dict({"refusals": [r]})
+                refusals.append(r)
+            except Exception:
+                dropped.append("a stored refusal")
+        if "previous" not in parts and "previous_at" in parts:
+            parts.pop("previous_at")
+        return cls.from_dict({**parts, "refusals": refusals}), dropped
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ReadingState:
         def ref(d: dict[str, str]) -> Refusal:
             return Refusal(Decimal(d["value"]), _utc(d["at"]), d["code"])
@@ -116,7 +141,7 @@ class ReadingState:
 
 
 def _utc(text: str) -> datetime:
-    return parse_utc(text)
+    return check_sane(parse_utc(text))
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,9 @@ def parse_command(device_id: str, topic: str, payload: bytes, *, retained: bool 
         except ValidationError as exc:
             first = exc.errors()[0]
             field = ".".join(str(p) for p in first["loc"]) or "(payload)"
-            return Refused(name, f"{field}: {first['msg']} (value must be a decimal string like \"00123.456\")",
-                           cmd_id)
+            hint = ' (value must be a decimal string like "00123.456")' if field == "value" else (
+                " (at: ISO 8601 with a zone, e.g. 2026-11-24T17:00:00Z, not before 2000, at most a day ahead)"
+                if field == "at" else "")
+            return Refused(name, f"{field}: {first['msg']}{hint}"[:400], cmd_id)
         return Command("set-value", cmd, cmd_id)
     return Command(name, None, cmd_id)  # type: ignore[arg-type]

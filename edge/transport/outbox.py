@@ -5,7 +5,7 @@ A reading moves `pending` → `published` (the broker's PUBACK) → `done` (the 
 twice or lose one that was handed out. Each outbox file has a random `epoch`, sent with every reading:
 a new SD card or a deleted outbox starts seq at 1 again, but under a new epoch, so the bridge never
 takes a new reading for an old one. If the bridge still says `seq_reused` (an outbox restored from a
-backup), the outbox starts a new epoch and sends what it has not delivered again under it.
+backup), the outbox starts a new epoch and sends each reading the bridge refused so again under it.
 The reading rules' state (previous accepted value, …) lives in the same database and
 is written in the same transaction as the reading it produced.
 
@@ -247,9 +247,9 @@ class Outbox:
     def mark_acked(self, seq: int, ack: str, reason: str | None = None, epoch: int | None = None) -> bool:
         """The bridge acked `seq` (stored, duplicate or rejected): done. False for an unknown seq, or an ack
         for another epoch (an answer to what this outbox sent before it started a new one)."""
-        if epoch is not None and epoch != self.epoch:
-            return False
         with self._tx(durable=False):
+            if epoch is not None and epoch != self._row_epoch(seq):
+                return False
             cur = self.db.execute(
                 "UPDATE readings SET state = 'done', ack = ?, ack_reason = ? WHERE seq = ? AND state != 'done'",
                 (ack, reason, seq))
@@ -262,30 +262,47 @@ class Outbox:
                     (KEEP_DONE,))
         return cur.rowcount > 0
 
-    def start_new_epoch(self, seq: int) -> int:
-        """The bridge already holds `seq` of this epoch with other content: take a new epoch and put `seq`
-        and everything not yet acknowledged back in the queue under it (same seqs, new epoch). Returns the
-        number of readings queued again."""
-        epoch = _new_epoch()
+    def _row_epoch(self, seq: int) -> int | None:
+        row = self.db.execute("SELECT payload FROM readings WHERE seq = ?", (seq,)).fetchone()
+        if row is None:
+            return None
+        epoch = json.loads(bytes(row[0])).get("epoch")
+        return epoch if isinstance(epoch, int) else 0
+
+    def resend_reused(self, seq: int, epoch: int | None) -> bool:
+        """The bridge already holds (`epoch`, `seq`) with other content (this outbox was restored from a
+        backup): the first time, take a new epoch for everything from now on; put this one reading back in
+        the queue under the current epoch (same seq: no other reading of that epoch has it). False when
+        the answer is not about a row we hold."""
         with self._tx(durable=True):
-            rows = self.db.execute("SELECT seq, payload FROM readings WHERE state != 'done' OR seq = ?",
-                                   (seq,)).fetchall()
-            for s, payload in rows:
-                doc = json.loads(bytes(payload))
-                doc["epoch"] = epoch
-                again = Reading.model_validate(doc).to_json_bytes()
-                self.db.execute("UPDATE readings SET payload = ?, state = 'pending', ack = NULL, ack_reason = NULL "
-                                "WHERE seq = ?", (again, s))
-            self._set_meta("epoch", str(epoch))
-        log.warning("the bridge already has seq %d of epoch %d with other content (outbox restored from a backup?): "
-                    "new epoch %d, %d readings queued again under it", seq, self.epoch, epoch, len(rows))
-        self.epoch = epoch
-        return len(rows)
+            row_epoch = self._row_epoch(seq)
+            if row_epoch is None or (epoch is not None and epoch != row_epoch):
+                return False
+            if row_epoch == self.epoch:
+                new = _new_epoch()
+                log.warning("the bridge already has seq %d of epoch %d with other content (outbox restored from "
+                            "a backup?): new readings go out under epoch %d", seq, self.epoch, new)
+                self._set_meta("epoch", str(new))
+                self.epoch = new
+            payload = self.db.execute("SELECT payload FROM readings WHERE seq = ?", (seq,)).fetchone()[0]
+            doc = json.loads(bytes(payload))
+            doc["epoch"] = self.epoch
+            again = Reading.model_validate(doc).to_json_bytes()
+            self.db.execute("UPDATE readings SET payload = ?, state = 'pending', ack = NULL, ack_reason = NULL "
+                            "WHERE seq = ?", (again, seq))
+        return True
 
     # -- reading-rule state ---------------------------------------------------------------------
     def reading_state(self) -> dict[str, Any] | None:
         raw = self._meta("reading_state")
-        return None if raw is None else dict(json.loads(raw))
+        if raw is None:
+            return None
+        try:
+            state = json.loads(raw)
+        except ValueError as exc:
+            log.error("the stored reading state in %s is not JSON (%s); starting without one", self.path, exc)
+            return None
+        return state if isinstance(state, dict) else None
 
     def set_reading_state(self, state: dict[str, Any]) -> None:
         with self._tx(durable=True):

@@ -85,14 +85,14 @@ def test_a_lost_outbox_loses_no_reading(broker: MosquittoBroker, engine: Engine,
     register(engine, ["dev-a"])
     state = tmp_path / "state"
     with InProcessBridge(engine, config(db_url, broker.port, tmp_path)):
-        run_agent(state, broker.port, 5)
-        assert wait_until(lambda: len(stored_values(engine)) == 5)
+        run_agent(state, broker.port, 20)
+        assert wait_until(lambda: len(stored_values(engine)) == 20)
         shutil.rmtree(state)  # a new SD card: the outbox (and its seq) is gone
-        run_agent(state, broker.port, 19, start_at=5)
-        wait_until(lambda: len(stored_values(engine)) >= 24, timeout=10)
-    lost = {f"{n:05d}.000" for n in range(6, 25)} - set(stored_values(engine))
+        run_agent(state, broker.port, 19, start_at=20)
+        wait_until(lambda: len(stored_values(engine)) >= 39, timeout=10)
+    lost = {f"{n:05d}.000" for n in range(21, 40)} - set(stored_values(engine))
     assert not lost, f"{len(lost)} of 19 new readings lost; outbox says {outbox_counts(state)}"
-    assert stored_values(engine) == [f"{n:05d}.000" for n in range(1, 25)]
+    assert stored_values(engine) == [f"{n:05d}.000" for n in range(1, 40)]
     assert outbox_counts(state) == {"stored": 19}
 
 

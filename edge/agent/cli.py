@@ -29,14 +29,14 @@ def run(config_path: Path | None, cycles: int | None) -> None:
     publish telemetry and Home Assistant discovery. Stop with SIGTERM (publishes `offline`)."""
     from edge.agent.core import Agent
     from edge.agent.pipeline_reader import PipelineReader
-    from edge.transport.outbox import OutboxFull
+    from edge.transport.outbox import OutboxDamaged, OutboxFull
 
     if logging.getLogger().getEffectiveLevel() > logging.INFO:
         logging.getLogger("edge").setLevel(logging.INFO)
     try:
         cfg = load_edge_config(config_path)
         agent = Agent(cfg, PipelineReader.from_config, config_path=config_path)
-    except ConfigError as exc:
+    except (ConfigError, OutboxDamaged) as exc:
         raise click.ClickException(str(exc)) from None
     except (OSError, sqlite3.DatabaseError, OutboxFull) as exc:
         raise click.ClickException(f"state_dir {cfg.state_dir}: {exc} (it must be writable)") from None

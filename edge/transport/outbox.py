@@ -10,14 +10,18 @@ The reading rules' state (previous accepted value, …) lives in the same databa
 is written in the same transaction as the reading it produced.
 
 When the disk is full the outbox makes room by dropping the oldest rows it can (done ones first, then
-the oldest pending ones, counted as dropped), so the newest readings survive. SQLite's own rollback keeps
-the file consistent; nothing here writes outside a transaction.
+the oldest pending ones, counted as dropped), so the newest readings survive. Deleting needs room too
+(in WAL mode a DELETE appends to the WAL), so the outbox keeps a reserve file next to the database
+and small WAL checkpoints: on a full disk it gives the reserve up, checkpoints, deletes, and takes the
+reserve back once there is room again. SQLite's own rollback keeps the file consistent; nothing here
+writes outside a transaction.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import sqlite3
 import time
@@ -32,6 +36,11 @@ from contract.payloads import Reading
 log = logging.getLogger(__name__)
 
 DB_NAME = "outbox.sqlite3"
+RESERVE_NAME = "outbox.reserve"
+RESERVE_BYTES = 64 * 1024  # room to delete and checkpoint on a full disk; given back when full
+WAL_AUTOCHECKPOINT_PAGES = 16  # keep the WAL small: on a full disk a large WAL cannot be checkpointed
+LOW_WATER_BYTES = 192 * 1024  # below this much free space, inserts reuse pages freed by dropping old rows
+FREE_PAGES_PER_INSERT = 4  # a reading, its index entry, the meta rows
 SCHEMA_VERSION = 1
 FULL_STREAK = 10  # `disk_full` stays on until this many readings in a row fit without making room
 KEEP_DONE = 500  # done rows kept for `meter-edge` debugging; older ones are pruned
@@ -63,6 +72,10 @@ def _new_epoch() -> int:
     return secrets.randbelow(2**53 - 1) + 1
 
 
+class OutboxDamaged(Exception):
+    """The outbox file is not a sound SQLite database; the message says what to do."""
+
+
 class OutboxFull(Exception):
     """The disk is full and there was nothing left to drop: the reading could not be stored."""
 
@@ -92,23 +105,70 @@ class Stored:
 class Outbox:
     """One SQLite file in `state_dir`; not thread-safe by design (the agent's main loop owns it)."""
 
-    def __init__(self, state_dir: Path, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, state_dir: Path, *, clock: Callable[[], float] = time.time,
+                 reserve_bytes: int = RESERVE_BYTES, low_water_bytes: int = LOW_WATER_BYTES) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
         self.path = state_dir / DB_NAME
+        self.reserve = state_dir / RESERVE_NAME
+        self.reserve_bytes = reserve_bytes
+        self.low_water_bytes = low_water_bytes
         self.clock = clock
         self.db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        with self._tx():
-            for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
-                self.db.execute(stmt)
-            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('next_seq', '1')")
-            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('epoch', ?)", (str(_new_epoch()),))
-        self.epoch = int(self._meta("epoch") or 0)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+            with self._tx():
+                for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
+                    self.db.execute(stmt)
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('next_seq', '1')")
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('epoch', ?)", (str(_new_epoch()),))
+            self.epoch = int(self._meta("epoch") or 0)
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            if is_disk_full(exc):
+                raise
+            raise OutboxDamaged(
+                f"the outbox {self.path} is damaged ({exc}). Stop the agent, move the file away (e.g. "
+                f"`mv {self.path} {self.path}.damaged`; readings in it that the bridge did not acknowledge are "
+                "lost unless recovered with `sqlite3 FILE .recover`), and start again: a new outbox begins a "
+                "new epoch, so the bridge takes its readings as new ones") from None
         self._full_streak = 0
         self.unstored = 0  # readings lost because not even dropping made room
+        self._take_reserve()
+
+    # -- room on a full disk --------------------------------------------------------------------
+    def _take_reserve(self) -> bool:
+        """(Re)create the reserve file when there is clearly room for it; True if it exists."""
+        if self.reserve_bytes <= 0 or self.reserve.exists():
+            return self.reserve.exists()
+        try:
+            st = os.statvfs(self.reserve.parent)
+            if st.f_bavail * st.f_frsize < 4 * self.reserve_bytes:
+                return False
+            with self.reserve.open("wb") as f:
+                f.write(b"\0" * self.reserve_bytes)  # real blocks (not sparse): what it frees is real
+                f.flush()
+                os.fsync(f.fileno())
+            return True
+        except OSError:
+            with suppress(OSError):
+                self.reserve.unlink()
+            return False
+
+    def _release_reserve(self) -> None:
+        if self.reserve.exists():
+            with suppress(OSError):
+                self.reserve.unlink()
+                log.warning("disk full: gave up the %d-byte reserve next to %s to make room", self.reserve_bytes,
+                            self.path)
+
+    def _checkpoint(self) -> None:
+        """Move the WAL into the database and truncate it: frees what the WAL held."""
+        with suppress(sqlite3.Error):
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # -- transactions ---------------------------------------------------------------------------
     @contextmanager
@@ -144,8 +204,8 @@ class Outbox:
         On a full disk the oldest rows are dropped until it fits; raises OutboxFull when nothing is
         left to drop (the reading is then lost and counted as dropped).
         """
-        dropped = 0
-        needed_room = False
+        dropped = self._keep_room()
+        needed_room = dropped > 0
         while True:
             try:
                 stored = self._insert(draft, reading_state)
@@ -168,6 +228,8 @@ class Outbox:
             elif needed_room:
                 log.warning("disk full: pruned acknowledged readings to store seq %d", stored.seq)
             self._full_streak = FULL_STREAK if needed_room else max(0, self._full_streak - 1)
+            if not self.reserve.exists() and self._take_reserve():
+                log.info("room again: the reserve next to %s is back", self.path)
             return Stored(stored.seq, stored.payload, dropped)
 
     def _insert(self, draft: Reading, reading_state: dict[str, Any] | None) -> Stored:
@@ -182,23 +244,59 @@ class Outbox:
                 self._set_meta("reading_state", json.dumps(reading_state, sort_keys=True))
         return Stored(seq, payload)
 
-    def _make_room(self) -> tuple[int, int]:
+    def _nearly_full(self) -> bool:
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            return False
+        # On a very small file system a quarter of it is enough headroom (the WAL stays ~16 pages).
+        return st.f_bavail * st.f_frsize < min(self.low_water_bytes, st.f_blocks * st.f_frsize // 4)
+
+    def _keep_room(self) -> int:
+        """On a nearly full disk, make free pages inside the database before an insert (deleting the
+        oldest rows), so the insert reuses them and neither the file nor the WAL has to grow: waiting for
+        SQLITE_FULL is too late, when even a DELETE cannot be written. Returns unacknowledged rows lost."""
+        lost_total = 0
+        while self._nearly_full() and self._free_pages() < FREE_PAGES_PER_INSERT:
+            try:
+                freed, lost = self._delete_oldest()
+            except sqlite3.OperationalError as exc:
+                if not is_disk_full(exc):
+                    raise
+                break  # the fallback in `add` (reserve, checkpoint) takes over
+            if freed == 0:
+                break
+            lost_total += lost
+        return lost_total
+
+    def _free_pages(self) -> int:
+        return int(self.db.execute("PRAGMA freelist_count").fetchone()[0])
+
+    def _delete_oldest(self) -> tuple[int, int]:
         """Delete a batch of the oldest done rows, else the oldest unacknowledged one.
         Returns (rows deleted, unacknowledged readings lost)."""
+        with self._tx(durable=True):
+            done = self.db.execute(
+                "DELETE FROM readings WHERE seq IN "
+                "(SELECT seq FROM readings WHERE state = 'done' ORDER BY seq LIMIT 32)").rowcount
+            if done:
+                return done, 0
+            lost = self.db.execute(
+                "DELETE FROM readings WHERE seq = "
+                "(SELECT seq FROM readings WHERE state != 'done' ORDER BY seq LIMIT 1)").rowcount
+            if lost:
+                self._bump("dropped", lost)
+            return lost, lost
+
+    def _make_room(self) -> tuple[int, int]:
+        """The insert failed on a full disk: give up the reserve, checkpoint, delete the oldest rows.
+        Returns (rows deleted, unacknowledged readings lost)."""
+        self._release_reserve()
+        self._checkpoint()
         try:
-            with self._tx(durable=True):
-                done = self.db.execute(
-                    "DELETE FROM readings WHERE seq IN "
-                    "(SELECT seq FROM readings WHERE state = 'done' ORDER BY seq LIMIT 32)").rowcount
-                if done:
-                    return done, 0
-                lost = self.db.execute(
-                    "DELETE FROM readings WHERE seq = "
-                    "(SELECT seq FROM readings WHERE state != 'done' ORDER BY seq LIMIT 1)").rowcount
-                if lost:
-                    self._bump("dropped", lost)
-                return lost, lost
+            return self._delete_oldest()
         except sqlite3.OperationalError as exc:
+            self._checkpoint()
             if is_disk_full(exc):
                 log.error("disk full: cannot even delete rows in %s", self.path)
                 return 0, 0

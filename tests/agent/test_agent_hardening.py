@@ -56,3 +56,77 @@ def test_a_bad_set_value_is_refused_and_bad_stored_state_does_not_brick_the_agen
     finally:
         stored.close()
     assert st is not None and not str(st.get("previous_at", "")).startswith("0001")
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Any:
+    """A real 1 MiB file system (tmpfs; needs root, else skipped) for the device's state_dir."""
+    import os
+    import subprocess
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+class EightWheelReader:
+    """A reading the size of a real one (8 wheels), rising by 0.001 m³ a cycle."""
+
+    model_id = "digits-c100-v1"
+
+    def __init__(self, cfg: Any) -> None:
+        self.device_id = cfg.device_id
+
+    def read(self, state: dict[str, Any] | None) -> Any:
+        from datetime import UTC, datetime
+
+        from contract.payloads import Digit
+        from edge.agent.core import ReadResult
+
+        n = int(state["n"]) + 1 if state else 1
+        value = f"{n / 1000:09.3f}"
+        r = Reading(device_id=self.device_id, seq=0, taken_at=datetime.now(UTC), value=value, status="ok",
+                    confidence=0.97, digits=[Digit(v=int(c), f=float(c) + 0.1, p=0.97) for c in value if c != "."],
+                    model=self.model_id)
+        return ReadResult(r, {"n": n, "previous": value, "previous_at": r.taken_at.isoformat(), "refusals": []})
+
+    def set_previous(self, state: dict[str, Any] | None, value: str, at: Any) -> dict[str, Any]:
+        return dict(state or {})
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_full_device_disk_with_the_broker_away_keeps_the_newest(small_fs: Path) -> None:
+    """Issue 20, item 2: before, 74 of 3,000 stored and 2,926 lost (every DELETE failed too: the WAL held
+    everything). Now every reading is stored; the oldest are dropped and counted, the newest kept."""
+    from edge.agent.core import Agent
+    from edge.config import EdgeConfig
+
+    n = 1500
+    cfg = EdgeConfig(device_id="dev-full", state_dir=small_fs / "state", interval_s=0.001, telemetry_interval_s=600,
+                     ack_timeout_s=30, drain_timeout_s=0.1,
+                     mqtt={"host": "127.0.0.1", "port": 9, "reconnect_min_s": 60, "reconnect_max_s": 60})
+    agent = Agent(cfg, EightWheelReader)
+    agent.run(n)  # the broker is away: nothing is ever acknowledged
+    box = Outbox(cfg.state_dir)
+    try:
+        pending = [r.seq for r in box.next_to_publish(limit=100_000)]
+        assert agent.outbox.unstored == 0, f"{agent.outbox.unstored} of {n} readings could not be stored"
+        assert box.last_seq() == n, f"{box.last_seq()} of {n} readings got a seq"
+        assert agent.stats.last_error is None or "nothing is left to drop" not in agent.stats.last_error
+        assert pending and pending[-1] == n, "the newest reading is kept"
+        assert pending == list(range(pending[0], n + 1)), "what is kept is the newest run, without gaps"
+        assert box.dropped() == n - len(pending) > 0, "the oldest were dropped, and counted"
+        assert len(pending) > 500, f"only {len(pending)} kept on 1 MiB"
+        assert box.integrity_check() == "ok"
+    finally:
+        box.close()

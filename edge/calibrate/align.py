@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from edge.calibrate.layout import Layout, Roi
+from edge.images import ImageRefused, read_bgr
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,10 @@ def read_image(path: Path) -> np.ndarray:
     """Read an image file as BGR uint8, or raise AlignError saying what to do."""
     if not Path(path).is_file():
         raise AlignError(f"reference image {path} does not exist; run `meter-edge calibrate` again")
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise AlignError(f"reference image {path} is not a readable image; run `meter-edge calibrate` again")
-    return img
+    try:
+        return read_bgr(Path(path))
+    except ImageRefused as exc:
+        raise AlignError(f"reference image: {exc}; run `meter-edge calibrate` again") from None
 
 
 def to_grey(image: np.ndarray) -> np.ndarray:

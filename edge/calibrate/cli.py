@@ -23,6 +23,7 @@ from edge.calibrate.layout import (
     save_layout,
 )
 from edge.calibrate.picture import CropReading, render_picture
+from edge.images import ImageRefused, read_bgr
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +92,10 @@ def calibrate(image_path: Path, rois: str | None, decimals: int | None, unit: st
     """
     if not image_path.is_file():
         raise _fail(f"image {image_path} does not exist")
-    image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise _fail(f"image {image_path} is not a readable picture (JPEG/PNG); take another frame")
+    try:
+        image = read_bgr(image_path)
+    except ImageRefused as exc:
+        raise _fail(f"{exc}; take another frame (JPEG/PNG)") from None
     if rois is None and aiotedge is None:
         raise _fail('no digit windows given: pass --rois "x,y,w,h;…" and/or --from-aiotedge config.ini')
 

@@ -74,7 +74,7 @@ def classify(folder: Path, model_path: Path | None, out: Path, batch: int) -> No
                 except (OSError, ValueError) as exc:
                     bad.append((path, str(exc)))
                     err.print(f"[yellow]warning:[/] skipped {path}: {exc}", highlight=False)
-            for name, pred in zip(names, model.classify(crops), strict=True):
+            for name, pred in zip(names, model.classify(crops) if crops else [], strict=True):
                 rows.append((name, pred.label, f"{pred.value:.1f}", f"{pred.confidence:.3f}"))
             progress.advance(task, len(chunk))
 

@@ -13,11 +13,11 @@ import numpy as np
 
 
 def decode_image(data: bytes) -> np.ndarray:
-    """Decode encoded image bytes (JPEG, PNG, BMP) into a BGR uint8 array, or raise ValueError."""
-    arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if arr is None:
-        raise ValueError("not a readable image (corrupt, truncated or an unknown format)")
-    return arr
+    """Decode encoded image bytes (JPEG, PNG, BMP) into a BGR uint8 array, or raise ValueError (an
+    ImageRefused: empty, not an image, or too large by its header, checked before decoding)."""
+    from edge.images import decode_bgr
+
+    return decode_bgr(data)
 
 
 def resize_crop(bgr: np.ndarray, width: int, height: int) -> np.ndarray:

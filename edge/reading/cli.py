@@ -36,6 +36,12 @@ def _write_picture(out: Path, aligned: Any, raw: Any, layout: Any, decision: Any
         click.echo(f"warning: could not write {out}", err=True)
 
 
+class SetupError(click.ClickException):
+    """A layout, model or config problem found before any frame is read: exit status 2, as --help says."""
+
+    exit_code = 2
+
+
 @click.command("read")
 @click.argument("frames", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--layout", "layout_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -85,14 +91,13 @@ def read(frames: tuple[Path, ...], layout_path: Path, previous: str | None, prev
     error (unreadable file, alignment failed: check the calibration); 2 for a usage or setup problem
     (layout, model or config missing or invalid), before any frame is read.
     """
-    import cv2
-    import numpy as np
 
     from contract.settings import ConfigError
     from contract.topics import is_valid_device_id
     from edge.calibrate.align import AlignError
     from edge.calibrate.layout import LayoutError
     from edge.config import load_edge_config
+    from edge.images import ImageRefused, read_bgr
     from edge.infer import DigitModel, InferenceError
     from edge.pipeline import FramePipeline
     from edge.reading.assemble import assemble
@@ -111,11 +116,11 @@ def read(frames: tuple[Path, ...], layout_path: Path, previous: str | None, prev
         model_file = model_path or (Path(cfg.model) if cfg.model else None)
         classifier = DigitModel(model_file)
     except InferenceError as exc:
-        raise click.ClickException(f"{exc}; pass --model PATH or run `make train`") from exc
+        raise SetupError(f"{exc}; pass --model PATH or run `make train`") from exc
     try:
         pipe = FramePipeline.from_files(layout_path, classifier)
     except (LayoutError, AlignError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise SetupError(str(exc)) from exc
     pipe.rules = Rules.from_config(cfg.reading, pipe.layout.decimals, max_rate)
 
     state = ReadingState()
@@ -137,8 +142,9 @@ def read(frames: tuple[Path, ...], layout_path: Path, previous: str | None, prev
             fallback = first_time + timedelta(seconds=interval * seq)
         try:
             taken_at = frame_time(path, fallback)
-            image = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR)
-            problem = None if image is not None else f"{path} is not a readable image (corrupt or not a photo)"
+            image, problem = read_bgr(path), None
+        except ImageRefused as exc:  # empty, not an image, a PNG bomb: this frame is an error, the rest go on
+            taken_at, image, problem = taken_at, None, str(exc)
         except OSError as exc:
             taken_at, image, problem = fallback or datetime.now(UTC), None, f"cannot read {path}: {exc.strerror}"
         if problem is not None:

@@ -7,10 +7,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import cv2
-
 from edge.capture.base import Camera, CaptureError, EndOfFrames, Frame, read_state, write_state
 from edge.capture.frametime import frame_time, time_from_name
+from edge.images import ImageRefused, read_bgr
 
 if TYPE_CHECKING:
     from edge.config import CaptureConfig
@@ -65,12 +64,12 @@ class FolderCamera(Camera):
         while True:
             pending = [p for p in self.files() if self.last is None or p.name > self.last]
             for path in pending:
-                image = cv2.imread(str(path), cv2.IMREAD_COLOR)
                 self.last = path.name
-                if image is None:
+                try:
+                    image = read_bgr(path)
+                except (ImageRefused, OSError) as exc:  # refused by its header before any pixel is decoded
                     self.corrupt += 1
-                    log.warning("skipping %s: not a readable image (corrupt or truncated); %d skipped so far",
-                                path, self.corrupt)
+                    log.warning("skipping %s: %s; %d skipped so far", path, exc, self.corrupt)
                     self._save()
                     continue
                 self._save()

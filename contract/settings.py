@@ -4,6 +4,8 @@ secrets from files, and validation errors that name the field and where its valu
 from __future__ import annotations
 
 import os
+import re
+import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -55,6 +57,10 @@ def load_settings(cls: type[T], path: Path | None, prefix: str, **overrides: Any
     cls._toml_path = path
     try:
         return cls(**overrides)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(toml_error(path, exc)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
@@ -75,6 +81,27 @@ def load_settings(cls: type[T], path: Path | None, prefix: str, **overrides: Any
         raise ConfigError("invalid config:\n" + "\n".join(lines)) from None
     finally:
         cls._toml_path = None
+
+
+def plain_errors(exc: ValidationError) -> str:
+    """A pydantic ValidationError as a person reads it: `field: what is wrong`, one per problem, without
+    pydantic's type codes, echoed input and documentation links."""
+    parts = []
+    for err in exc.errors():
+        msg = re.sub(r"^(Value error|Assertion failed), ", "", str(err["msg"]))
+        loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int))
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def toml_error(path: Path | None, exc: tomllib.TOMLDecodeError) -> str:
+    """`FILE:LINE:COLUMN: what is wrong` for a TOML syntax error, the way editors and compilers say it."""
+    text = str(exc)
+    m = re.search(r"\(at line (\d+), column (\d+)\)", text)
+    what = re.sub(r"\s*\(at line \d+, column \d+\)", "", text) or "syntax error"
+    where = f"{path}:{m.group(1)}:{m.group(2)}" if m else str(path)
+    return (f"{where}: TOML syntax error: {what}. Fix that line (strings need quotes, e.g. "
+            'device_id = "kitchen-1"; sections look like [mqtt])')
 
 
 def read_secret(path: Path | str | None) -> str | None:

@@ -9,7 +9,9 @@ from pathlib import Path
 import click
 import cv2
 import numpy as np
+from pydantic import ValidationError
 
+from contract.settings import plain_errors
 from edge.calibrate.aiotedge import check_marks, read_aiotedge_config
 from edge.calibrate.align import Aligner, AlignError, crop_rois, rotate_image
 from edge.calibrate.layout import (
@@ -138,6 +140,8 @@ def calibrate(image_path: Path, rois: str | None, decimals: int | None, unit: st
     try:
         layout = Layout(reference_image=ref_path, anchors=anchors, digits=digits, decimals=decimals or 0, unit=unit,
                         alignment=AlignSettings(initial_rotation_deg=rotation))
+    except ValidationError as exc:
+        raise _fail(f"invalid layout: {plain_errors(exc)}") from None
     except ValueError as exc:
         raise _fail(f"invalid layout: {exc}") from exc
     try:
@@ -145,12 +149,17 @@ def calibrate(image_path: Path, rois: str | None, decimals: int | None, unit: st
     except AlignError as exc:
         raise _fail(str(exc)) from exc
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = ref_path.with_name(ref_path.name + ".tmp.png")
-    if not cv2.imwrite(str(tmp), image):
-        raise _fail(f"cannot write {ref_path} (disk full or no permission?)")
-    shutil.move(tmp, ref_path)
-    save_layout(layout, out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ref_path.with_name(ref_path.name + ".tmp.png")
+        if not cv2.imwrite(str(tmp), image):
+            raise OSError(f"cannot write {tmp} (disk full or no permission?)")
+        shutil.move(tmp, ref_path)
+        save_layout(layout, out)
+    except (OSError, cv2.error) as exc:
+        what = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise _fail(f"cannot write the layout to {out}: {what}; pass --out a path in a folder you can write "
+                    "(not under a file)") from None
 
     crops = crop_rois(image, layout)
     readings, model_note = read_model(crops, model)

@@ -3,7 +3,9 @@
 It drives the real command-line tools the way an installer and an operator would: simulate frames,
 calibrate, check a calibration with `meter-edge read`, start a private Mosquitto with the project's
 config, the billing sandbox and the bridge, add and bind a device, run the agent, run a submission
-pass, and print a summary. Everything it starts is stopped by pid at the end, also on Ctrl-C.
+pass, and print a summary. Everything it starts is stopped by pid at the end, also on Ctrl-C, and its
+work folder (the bridge's database and the broker, bridge and billing passwords) is removed then too,
+unless --keep: then it stays, its secret files 0600 in a 0700 folder, and the demo says where.
 """
 
 from __future__ import annotations
@@ -157,7 +159,17 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    work = Path(tempfile.mkdtemp(prefix="meter-demo-"))
+    work = Path(tempfile.mkdtemp(prefix="meter-demo-"))  # 0700
+    try:
+        return _demo(args, out, work)
+    finally:
+        if args.keep:
+            console.print(f"work folder kept (secrets in it are 0600): {work}", soft_wrap=True, highlight=False)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _demo(args: argparse.Namespace, out: Path, work: Path) -> int:
     edge_cli, bridge_cli = str(BIN / "meter-edge"), str(BIN / "meter-bridge")
     t0 = time.monotonic()
 
@@ -318,9 +330,6 @@ secret_file = "{work / 'web' / 'session.key'}"
         summary.add_row("needs attention", "; ".join(f"{s['period']}: {s['reason']}" for s in waiting))
     summary.add_row("points credited", f"{credits.get('balance', 0)} "
                     f"({len(credits.get('credits', []))} credit(s))")
-    summary.add_row("calibration picture", str(layout.with_suffix(".png")))
-    summary.add_row("per-frame pictures", f"{pictures}/ ({len(list(pictures.glob('*.png')))} files)")
-    summary.add_row("logs", f"{out}/*.log")
     summary.add_row("residents' portal", f"{portal} (Russian; EN at the top)"
                     + ("" if args.keep_portal else " - stopped with the demo; `make demo-keep` keeps it up"))
     summary.add_row("demo resident", f"{RESIDENT}, one-time password {resident['password']} "
@@ -328,13 +337,18 @@ secret_file = "{work / 'web' / 'session.key'}"
     summary.add_row("or register yourself", f"{portal}register, then link code {invite['link_code']}")
     summary.add_row("took", f"{time.monotonic() - t0:.0f} s")
     console.print(summary)
+    print_paths(console, [("calibration picture", str(layout.with_suffix(".png"))),
+                          ("per-frame pictures", f"{pictures}/ ({len(list(pictures.glob('*.png')))} files)"),
+                          ("logs", f"{out}/*.log")])
     if args.keep_portal:
         keep_portal_up(bcfg, portal_port, sandbox_port, work, out)
-    if args.keep:
-        console.print(f"work folder kept: {work}")
-    else:
-        shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def print_paths(con: Console, paths: list[tuple[str, str]]) -> None:
+    """Paths on lines of their own, never cut or wrapped at the terminal's width: they get copied."""
+    for label, path in paths:
+        con.print(f"[bold]{label}:[/] {path}", soft_wrap=True, highlight=False)
 
 
 if __name__ == "__main__":

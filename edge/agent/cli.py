@@ -27,6 +27,9 @@ def run(config_path: Path | None, cycles: int | None) -> None:
     """Run the device agent: every interval_s capture a frame, read the meter, store the reading in the
     outbox (state_dir) and publish it over MQTT; serve cmd/capture, cmd/reload and cmd/set-value;
     publish telemetry and Home Assistant discovery. Stop with SIGTERM (publishes `offline`)."""
+    from edge.agent.memory import tune_malloc
+
+    tune_malloc()  # before the first frame is allocated
     from edge.agent.core import Agent
     from edge.agent.pipeline_reader import PipelineReader
     from edge.transport.outbox import OutboxDamaged, OutboxFull

@@ -20,6 +20,7 @@ from contract import topics
 from contract.payloads import CommandResult, Reading
 from contract.settings import ConfigError
 from edge import __version__
+from edge.agent.memory import release_memory
 from edge.agent.watchdog import Watchdog
 from edge.config import EdgeConfig, load_edge_config
 from edge.transport import discovery
@@ -120,6 +121,7 @@ class Agent:
     def run(self, cycles: int | None = None) -> int:
         """Run until stopped, or after `cycles` cycles drain for `drain_timeout_s` and return."""
         self.session.start()
+        release_memory()  # what loading the model and the layout touched once
         self.watchdog.notify("READY=1")
         depth = self.outbox.depth()
         log.info("agent %s started: device %s, interval %.3gs, broker %s:%d, %d readings waiting in the outbox",
@@ -248,6 +250,7 @@ class Agent:
         log.info("seq %d: %s %s%s", stored.seq, r.status, r.value, f" ({r.reason})" if r.reason else "")
         self.watchdog.notify(f"STATUS=seq {stored.seq}: {r.status} {r.value}; outbox {self.outbox.depth()}; "
                              f"{'connected' if self.link.connected else 'offline'}")
+        release_memory()  # the frame's buffers are free now: give them back (edge/agent/memory.py)
         return stored.seq
 
     def _advance_state(self, payload: bytes) -> None:

@@ -7,6 +7,7 @@ class (with `backend = "name"`) and one value in `CaptureConfig.backend`.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -93,8 +94,15 @@ def _discover() -> None:
 
 
 def open_camera(cfg: CaptureConfig, state_dir: Path) -> Camera:
-    """The camera named by `cfg.backend`; `state_dir` keeps what a backend must remember across restarts."""
-    _discover()
+    """The camera named by `cfg.backend`; `state_dir` keeps what a backend must remember across restarts.
+
+    The backend's own module is imported first (`backends/<name>.py`): the others are not loaded at all
+    (the simulator alone brings fonts, Pillow and wheel textures, ~10 MB a device never needs)."""
+    if cfg.backend not in BACKENDS and cfg.backend.isidentifier():
+        with contextlib.suppress(ImportError):
+            importlib.import_module(f"edge.capture.backends.{cfg.backend}")
+    if cfg.backend not in BACKENDS:
+        _discover()
     try:
         cls = BACKENDS[cfg.backend]
     except KeyError:

@@ -177,7 +177,8 @@ def main(cycles: int, rss_seconds: float) -> None:
 
     totals = [t["total"] for t in timings]
     total_med, total_p90 = _ms(totals)
-    table = Table(title=f"one cycle by stage (median of {len(timings)} cycles; simulator camera, bundled model)")
+    table = Table(title=f"one cycle by stage (median of {len(timings)} cycles; {FRAME_SIZE[0]} × {FRAME_SIZE[1]} "
+                        "frames from the folder camera, bundled model)")
     for col in ("stage", "median ms", "p90 ms", "share of cycle"):
         table.add_column(col, justify="right" if col != "stage" else "left")
     rows: list[tuple[str, Any, Any, Any]] = []

@@ -22,6 +22,7 @@ from bridge_helpers import Device, InProcessBridge, config, reading, register, w
 from sqlalchemy import Engine, func, select
 
 from cloud_bridge.broker import MosquittoBroker
+from cloud_bridge.residents import payer_history
 from cloud_bridge.store.tables import readings, refusals
 from contract.payloads import Reading
 from edge.agent.core import Agent, ReadResult
@@ -141,5 +142,8 @@ def test_payloads_that_crashed_ingest_are_refused_and_ingest_goes_on(broker: Mos
         assert conn.execute(select(readings.c.seq, readings.c.value)).all() == [(2, "00013.000")]
         reasons = [r for (r,) in conn.execute(select(refusals.c.reason).order_by(refusals.c.id))]
     assert reasons == ["bad_field", "bad_field", "bad_time", "bad_time", "bad_field"]
+    with engine.connect() as conn:  # item 7: the payer's history (CLI and web page) still works
+        history = payer_history(conn, "1000000000")
+    assert [(r["seq"], r["value"]) for r in history["readings"]] == [(2, "00013.000")]
     assert wait_until(lambda: len(dev.on_topic("bridge/deadletter")) == len(poison))
     dev.close()

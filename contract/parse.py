@@ -31,19 +31,25 @@ class DuplicateKey(ValueError):
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise DuplicateKey(f"key {key[:40]!r} is given twice")
-        out[key] = value
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise DuplicateKey(f"key {twice[:40]!r} is given twice")
     return out
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
+
+
 def loads_strict(payload: bytes | str) -> Any:
-    """json.loads that refuses duplicate keys (ValueError), NaN and Infinity."""
-    def no_constant(name: str) -> Any:
-        raise ValueError(f"{name} is not JSON")
-    return json.loads(payload, object_pairs_hook=_no_duplicate_keys, parse_constant=no_constant)
+    """json.loads for UTF-8 text that refuses duplicate keys, NaN and Infinity (ValueError)."""
+    text = payload.decode("utf-8") if isinstance(payload, bytes | bytearray) else payload
+    return _DECODER.decode(text)
 
 
 def _seq_of(data: dict[str, Any]) -> int | None:

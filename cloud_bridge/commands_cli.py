@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 
 import click
 from rich.console import Console
@@ -13,6 +13,7 @@ from rich.table import Table
 from cloud_bridge.cli_common import fail, load_config, open_engine
 from cloud_bridge.commands import CommandError, command_history, send_command
 from contract import topics
+from contract.times import parse_utc
 
 EXIT = {"accepted": 0, "done": 0, "refused": 3, "no_answer": 4, "blocked": 5}
 
@@ -21,15 +22,9 @@ def _parse_at(value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
-        at = datetime.fromisoformat(value)
-    except ValueError:
-        at = None
-    if at is None or at.tzinfo is None:
-        fail(f"--at {value!r} is not a time with a zone: use ISO 8601, e.g. 2026-12-01T09:30:00+03:00")
-    try:
-        return at.astimezone(UTC)
-    except OverflowError:
-        fail(f"--at {value!r} is outside the years this system accepts")
+        return parse_utc(value)  # contract.times: one parser, a time without a zone is refused
+    except ValueError as exc:
+        fail(f"--at: {exc}")
 
 
 @click.command("cmd")

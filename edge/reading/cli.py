@@ -162,7 +162,7 @@ def read(frames: tuple[Path, ...], layout_path: Path, previous: str | None, prev
         read_frames.append((seq, path, taken_at, decision, extra))
 
     anchor = None if previous is None else pipe.rules.quantize(parse_value(previous))
-    anchor_at = _parse_time(previous_at) if previous is not None and previous_at else None
+    anchor_at = parse_utc(previous_at) if previous is not None and previous_at else None
     settled = settle_decisions([(t, d) for _, _, t, d, _ in read_frames], decimals=pipe.layout.decimals,
                                max_rate_m3_per_h=pipe.rules.max_rate_m3_per_h, previous=anchor,
                                previous_at=anchor_at, min_after=settle_after)

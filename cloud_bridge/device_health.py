@@ -106,16 +106,18 @@ def device_health(conn: Connection, now: datetime, fleet: FleetSection,
     def only(col: Any) -> Any:
         return true() if wanted is None else col.in_(wanted)
 
-    per_device = (select(readings.c.device_id, func.count().label("n"), func.max(readings.c.seq).label("last_seq"))
+    # The newest reading is the last one stored (max id), not the highest seq: a device with a new outbox
+    # (a new epoch) starts at seq 1 again, and (device_id, seq) is no longer unique.
+    per_device = (select(readings.c.device_id, func.count().label("n"), func.max(readings.c.id).label("last_id"))
                   .where(only(readings.c.device_id)).group_by(readings.c.device_id).subquery("per_device"))
     last = readings.alias("last")
-    last_ok = (select(readings.c.device_id, func.max(readings.c.seq).label("ok_seq"))
+    last_ok = (select(readings.c.device_id, func.max(readings.c.id).label("ok_id"))
                .where(and_(readings.c.status == "ok", only(readings.c.device_id)))
                .group_by(readings.c.device_id).subquery("last_ok"))
     not_ok = (select(readings.c.device_id, func.count().label("n"))
               .select_from(readings.outerjoin(last_ok, last_ok.c.device_id == readings.c.device_id))
               .where(and_(readings.c.status != "ok", only(readings.c.device_id),
-                          or_(last_ok.c.ok_seq.is_(None), readings.c.seq > last_ok.c.ok_seq)))
+                          or_(last_ok.c.ok_id.is_(None), readings.c.id > last_ok.c.ok_id)))
               .group_by(readings.c.device_id).subquery("not_ok"))
     open_binding = (select(bindings.c.device_id, bindings.c.meter_serial, bindings.c.payer_code,
                            bindings.c.valid_from, meters.c.kind)
@@ -124,7 +126,8 @@ def device_health(conn: Connection, now: datetime, fleet: FleetSection,
     tel = device_telemetry
     q = (select(devices.c.device_id, devices.c.created_at, devices.c.note, devices.c.retired_at,
                 device_status.c.online, device_status.c.changed_at.label("online_changed_at"),
-                per_device.c.n, per_device.c.last_seq, last.c.taken_at, last.c.value, last.c.status, last.c.reason,
+                per_device.c.n, last.c.seq.label("last_seq"), last.c.taken_at, last.c.value, last.c.status,
+                last.c.reason,
                 last.c.model.label("reading_model"), not_ok.c.n.label("not_ok_n"),
                 settlements.c.state.label("settlement"), settlements.c.reason.label("settlement_reason"),
                 open_binding.c.meter_serial, open_binding.c.kind, open_binding.c.payer_code, open_binding.c.valid_from,
@@ -133,7 +136,7 @@ def device_health(conn: Connection, now: datetime, fleet: FleetSection,
          .select_from(devices)
          .outerjoin(device_status, device_status.c.device_id == devices.c.device_id)
          .outerjoin(per_device, per_device.c.device_id == devices.c.device_id)
-         .outerjoin(last, and_(last.c.device_id == devices.c.device_id, last.c.seq == per_device.c.last_seq))
+         .outerjoin(last, and_(last.c.device_id == devices.c.device_id, last.c.id == per_device.c.last_id))
          .outerjoin(settlements, settlements.c.reading_id == last.c.id)
          .outerjoin(not_ok, not_ok.c.device_id == devices.c.device_id)
          .outerjoin(open_binding, open_binding.c.device_id == devices.c.device_id)

@@ -22,6 +22,7 @@ from bridge_helpers import Device, InProcessBridge, config, reading, register, w
 from sqlalchemy import Engine, func, select
 
 from cloud_bridge.broker import MosquittoBroker
+from cloud_bridge.device_health import device_health
 from cloud_bridge.residents import payer_history
 from cloud_bridge.store.tables import readings, refusals
 from contract.payloads import Reading
@@ -95,6 +96,9 @@ def test_a_lost_outbox_loses_no_reading(broker: MosquittoBroker, engine: Engine,
     assert not lost, f"{len(lost)} of 19 new readings lost; outbox says {outbox_counts(state)}"
     assert stored_values(engine) == [f"{n:05d}.000" for n in range(1, 40)]
     assert outbox_counts(state) == {"stored": 19}
+    with engine.connect() as conn:  # the fleet's view: one device, its newest reading is the newest stored
+        health = device_health(conn, datetime.now(UTC), config(db_url, broker.port, tmp_path).fleet, ["dev-a"])
+    assert [(h.readings, h.last_seq, h.last_value) for h in health] == [(39, 19, "00039.000")]
 
 
 def test_an_outbox_restored_from_a_backup_loses_no_reading(broker: MosquittoBroker, engine: Engine, db_url: str,

@@ -33,8 +33,13 @@ def test_upgrade_is_idempotent_and_an_empty_database_says_what_to_do(db_url: str
 
 
 def test_the_epoch_migration_keeps_v1_readings_under_epoch_0(db_url: str) -> None:
+    from alembic.script import ScriptDirectory
+
+    from cloud_bridge.store.engine import _alembic_config
+
+    before = ScriptDirectory.from_config(_alembic_config(None)).get_revision("0005_readings_epoch").down_revision
     e = make_engine(db_url)
-    upgrade(e, "0001")
+    upgrade(e, str(before))  # the schema just before the epoch, with a v1 reading in it
     register(e, ["m1"])
     with e.begin() as conn:
         conn.exec_driver_sql(

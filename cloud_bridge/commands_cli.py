@@ -24,7 +24,8 @@ def _parse_at(value: str | None) -> datetime | None:
     try:
         return parse_utc(value)  # contract.times: one parser, a time without a zone is refused
     except ValueError as exc:
-        fail(f"--at: {exc}")
+        fail(f"--at {value!r} is not a time with a zone this system accepts ({exc}); "
+             "use ISO 8601, e.g. 2026-12-01T09:30:00+03:00")
 
 
 @click.command("cmd")

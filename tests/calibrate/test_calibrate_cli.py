@@ -72,7 +72,7 @@ def test_unreadable_image_and_missing_rois_fail(tmp_path: Path) -> None:
     bad = tmp_path / "frame.jpg"
     bad.write_bytes(b"not a jpeg")
     code, output = run("--image", str(bad), "--rois", "1,1,5,5", "--out", str(tmp_path / "l.toml"))
-    assert code != 0 and "not a readable picture" in output
+    assert code != 0 and "not a readable image" in output and "take another frame" in output
     cv2.imwrite(str(bad), np.zeros((48, 64, 3), np.uint8))
     code, output = run("--image", str(bad), "--out", str(tmp_path / "l.toml"))
     assert code != 0 and "no digit windows given" in output

@@ -37,7 +37,7 @@ def test_the_epoch_migration_keeps_v1_readings_under_epoch_0(db_url: str) -> Non
 
     from cloud_bridge.store.engine import _alembic_config
 
-    before = ScriptDirectory.from_config(_alembic_config(None)).get_revision("0005_readings_epoch").down_revision
+    before = ScriptDirectory.from_config(_alembic_config(None)).get_revision("0006_readings_epoch").down_revision
     e = make_engine(db_url)
     upgrade(e, str(before))  # the schema just before the epoch, with a v1 reading in it
     register(e, ["m1"])

@@ -1,8 +1,8 @@
 """readings.epoch: (device_id, epoch, seq) is unique, so a device with a new outbox (seq from 1 again)
 loses nothing. v1 readings (no epoch on the wire) are filed under epoch 0.
 
-Revision ID: 0005_readings_epoch
-Revises: 0004_device_lifecycle_commands
+Revision ID: 0006_readings_epoch
+Revises: 0005_settlements
 Create Date: 2026-12-02
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_readings_epoch"
-down_revision = "0004_device_lifecycle_commands"
+revision = "0006_readings_epoch"
+down_revision = "0005_settlements"
 branch_labels = None
 depends_on = None
 

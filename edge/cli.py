@@ -13,6 +13,7 @@ COMMANDS = {
     "calibrate": ("edge.calibrate.cli:calibrate", "Write layout.toml and a picture of the digit windows."),
     "capture": ("edge.capture.cli:capture", "Take one frame with the service's camera, LED and resolution."),
     "classify": ("edge.infer.cli:classify", "Classify a folder of digit crops into a CSV."),
+    "doctor": ("edge.doctor:doctor", "Check camera, LED, layout, model, clock, disk, broker and bridge."),
     "read": ("edge.reading.cli:read", "Read meter photos with a layout; one JSON reading per line."),
     "run": ("edge.agent:run", "Run the device agent: capture, read, store, publish."),
     "simulate": ("edge.capture.simulator.cli:simulate", "Render days of a virtual meter's photos."),

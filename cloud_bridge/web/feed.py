@@ -87,8 +87,9 @@ def payer_events(conn: Connection, config: BridgeConfig, payer_code: str, now: d
                                  m.serial, period=w.period, until=w.closes_at))
     for c in view.corrections:
         if c.created_at >= since:
-            out.append(Event(f"correction:{c.id}:{c.submission_state or 'kept'}", "correction", c.created_at,
-                             payer_code, c.meter_serial, value=c.value, state=c.submission_state,
-                             data={"reading_id": c.reading_id}))
+            state = c.submission_state or ("kept" if c.counts else c.state)
+            out.append(Event(f"correction:{c.id}:{state}", "correction", c.created_at, payer_code, c.meter_serial,
+                             value=c.value, state=c.submission_state,
+                             data={"reading_id": c.reading_id, "check": c.state}))
     out.sort(key=lambda e: (e.at, e.id), reverse=True)
     return out

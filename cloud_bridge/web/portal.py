@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, select
 
+from cloud_bridge.settlement import settlement_of
 from cloud_bridge.store.tables import bindings, corrections, meters, payers, points_ledger, readings, submissions
 from cloud_bridge.submission.passes import window_rule
 from cloud_bridge.submission.periods import Period, WindowRule
@@ -48,6 +49,8 @@ class ReadingRow:
     reason: str | None
     corrected_value: str | None = None
     correction_id: int | None = None
+    settlement: str | None = None  # settled / outlier / pending (cloud_bridge.settlement), None: not yet
+    settlement_code: str | None = None  # the code before ':' of its reason (disagrees, awaiting_later, ...)
 
     @property
     def shown_value(self) -> str | None:
@@ -55,10 +58,11 @@ class ReadingRow:
 
     @property
     def usable(self) -> str | None:
-        """The value billing could take: a correction, else an ok reading's value."""
+        """The value billing could take: a correction, else an ok reading's value that settlement did not
+        rule out as an outlier (a pending one still may be billed once later readings confirm it)."""
         if self.corrected_value:
             return self.corrected_value
-        return self.value if self.status == "ok" else None
+        return self.value if self.status == "ok" and self.settlement != "outlier" else None
 
 
 @dataclass
@@ -84,7 +88,7 @@ class CorrectionRow:
     created_at: datetime
     submission_state: str | None  # the state of the submission it caused, if any
     submission_reason: str | None
-    state: str | None = None  # the plausibility verdict where the store keeps one: accepted / refused / review
+    state: str | None = None  # the plausibility verdict (cloud_bridge.corrections): accepted / refused / review
     reason: str | None = None
     plausible_low: str | None = None
     plausible_high: str | None = None
@@ -206,6 +210,8 @@ def payer_view(conn: Connection, config: BridgeConfig, payer_code: str, now: dat
     rows = [ReadingRow(r.id, r.taken_at, by_binding[r.binding_id].meter_serial, r.value, r.status,
                        reason_code(r.reason), r.reason) for r in conn.execute(q)]
     by_id = {r.id: r for r in rows}
+    for rid, (state, why) in settlement_of(conn, list(by_id)).items():
+        by_id[rid].settlement, by_id[rid].settlement_code = state, reason_code(why)
     corr = conn.execute(select(corrections, readings.c.value.label("old_value"), bindings.c.meter_serial)
                         .join(readings, readings.c.id == corrections.c.reading_id)
                         .join(bindings, bindings.c.id == readings.c.binding_id)
@@ -216,11 +222,9 @@ def payer_view(conn: Connection, config: BridgeConfig, payer_code: str, now: dat
     corrections_out = []
     for c in corr:
         s = sub_by_corr.get(c.id)
-        low, high = getattr(c, "plausible_low", None), getattr(c, "plausible_high", None)
         row = CorrectionRow(c.id, c.reading_id, c.meter_serial, c.old_value, c.value, c.by, c.note, c.created_at,
-                            s.state if s else None, s.reason if s else None, getattr(c, "state", None),
-                            getattr(c, "reason", None), None if low is None else str(low),
-                            None if high is None else str(high))
+                            s.state if s else None, s.reason if s else None, c.state, c.reason, c.plausible_low,
+                            c.plausible_high)
         corrections_out.append(row)
         if c.reading_id in by_id and row.counts:
             by_id[c.reading_id].corrected_value = c.value

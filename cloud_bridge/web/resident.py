@@ -178,17 +178,9 @@ def outcome(request: Request, result: CorrectionResult) -> dict[str, str]:
     t = gettext(request)
     f = formats(request)
     words = Words(t)
-    verdict = getattr(result, "verdict", None)
+    verdict = result.verdict
     if result.action == "refused" and verdict is not None:
-        low, high = verdict.plausible_low, verdict.plausible_high
-        if low is not None and high is not None:
-            span = t.gettext("between %(low)s and %(high)s m³") % {"low": f.number(low), "high": f.number(high)}
-        elif low is not None:
-            span = t.gettext("at least %(low)s m³") % {"low": f.number(low)}
-        elif high is not None:
-            span = t.gettext("at most %(high)s m³") % {"high": f.number(high)}
-        else:
-            span = ""
+        span = words.plausible(verdict.plausible_low, verdict.plausible_high, f)
         text = t.gettext("Not accepted: %(value)s m³ does not fit this meter's readings around that time.") % {
             "value": result.value}
         if span:

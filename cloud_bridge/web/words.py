@@ -29,6 +29,23 @@ READING_REASONS = {
     "outlier": N_("does not fit the readings around it"),
 }
 
+# Settlement (cloud_bridge.settlement, contract/settlement.py): why an ok reading is not billed, or not yet.
+SETTLEMENT_REASONS = {
+    "no_value": N_("nothing could be read from this photo"),
+    "wheels_inconsistent": N_("these digits cannot stand together on a real meter"),
+    "too_many_digits": N_("has more digits than this meter"),
+    "higher_than_later": N_("higher than the readings after it"),
+    "lower_than_earlier": N_("lower than the readings before it"),
+    "too_fast": N_("rose faster than water can flow through the meter"),
+    "disagrees": N_("does not fit the readings around it"),
+    "awaiting_later": N_("waiting for the next readings to confirm it"),
+    "first_reading": N_("the meter's first reading; waiting for more to confirm it"),
+    "suspect_only": N_("only unsure readings around it so far"),
+    "disputed": N_("the readings around it disagree; waiting for more"),
+    "meter_changed": N_("the meter seems to have been replaced; the utility will check"),
+    "meter_wrapped": N_("the meter went past its highest value and started again; the utility will check"),
+}
+
 BILLING_REASONS = {
     "decreasing_value": N_("lower than the value billing already has"),
     "outside_window": N_("the submission window was closed"),
@@ -66,15 +83,28 @@ class Words:
         if getattr(row, "corrected_value", None):
             return self._("corrected")
         if row.status == "ok":
+            settlement = getattr(row, "settlement", None)
+            if settlement == "outlier":
+                return self._("not used")
+            if settlement == "pending":
+                return self._("ok, to be confirmed")
             return self._("ok")
         if row.status == "error":
             return self._("not read")
         return self._("not sure")
 
     def reading_reason(self, row: Any) -> str:
-        """Why a reading is not used as it is, in words; empty for an ok one."""
-        if getattr(row, "corrected_value", None) or row.status == "ok":
+        """Why a reading is not used as it is (or not yet), in words; empty for a settled ok one."""
+        if getattr(row, "corrected_value", None):
             return ""
+        if row.status == "ok":
+            if getattr(row, "settlement", None) not in ("outlier", "pending"):
+                return ""
+            code = getattr(row, "settlement_code", None)
+            if code in SETTLEMENT_REASONS:
+                return self._(SETTLEMENT_REASONS[code])
+            return self._("does not fit the readings around it") if row.settlement == "outlier" else \
+                self._("waiting for the next readings to confirm it")
         code = getattr(row, "reason_code", None)
         if code in READING_REASONS:
             return self._(READING_REASONS[code])
@@ -116,15 +146,35 @@ class Words:
                           "%(until)s, or check the device.") % {
                 "meter": e.meter_serial, "period": fmt.month(e.period), "until": fmt.until(e.until)}
         if e.kind == "correction":
-            what = self.submission(e.state) if e.state else self._("kept; the next submission pass uses it")
+            check = e.data.get("check")
+            if check == "refused":
+                what = self._("not accepted: it does not fit the meter's other readings")
+            elif check == "review":
+                what = self._("waiting for the utility to confirm it")
+            else:
+                what = self.submission(e.state) if e.state else self._("kept; the next submission pass uses it")
             return self._("Your correction of meter %(meter)s to %(value)s m³: %(what)s.") % {
                 "meter": e.meter_serial, "value": e.value, "what": what}
         return e.kind  # type: ignore[no-any-return]
 
-    def correction(self, c: Any) -> str:
-        """What became of a correction (`c`: portal.CorrectionRow)."""
+    def plausible(self, low: Any, high: Any, fmt: Any) -> str:
+        """"between 120.000 and 121.500 m³" in words, or "" when unbounded on both sides."""
+        if low is not None and high is not None:
+            return self._("between %(low)s and %(high)s m³") % {"low": fmt.number(low), "high": fmt.number(high)}
+        if low is not None:
+            return self._("at least %(low)s m³") % {"low": fmt.number(low)}
+        if high is not None:
+            return self._("at most %(high)s m³") % {"high": fmt.number(high)}
+        return ""
+
+    def correction(self, c: Any, fmt: Any = None) -> str:
+        """What became of a correction (`c`: portal.CorrectionRow; `fmt` to show the plausible range)."""
         state = getattr(c, "state", None)
         if state == "refused":
+            span = self.plausible(c.plausible_low, c.plausible_high, fmt) if fmt is not None else ""
+            if span:
+                return self._("not accepted: it does not fit the meter's other readings (plausible: %(span)s)") % {
+                    "span": span}
             return self._("not accepted: it does not fit the meter's other readings")
         if state == "review":
             return self._("waiting for the utility to confirm it")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,6 +63,16 @@ def test_correcting_a_reading_from_the_page(portal_factory: Any, billing: Sandbo
         page.click("form.stack button[type=submit]")
     assert page.inner_text("#outcome") == "Отправлено в биллинг и принято."
     assert "00135.010" in page.inner_text("table") and "принято биллингом" in page.inner_text("table")
+    assert [r["value"] for r in billing.store.readings()] == ["00135.010"]
+    # A value the meter's other readings rule out is refused with the plausible range, and never sent.
+    page.fill("input[name=value]", "00099.000")
+    with page.expect_navigation():
+        page.click("form.stack button[type=submit]")
+    outcome = page.inner_text("#outcome")
+    assert outcome.startswith("Не принято: 00099.000 м³") and "Правдоподобное значение" in outcome, outcome
+    low = re.search(r"от (\d+),(\d{3}) до \d+,\d{3} м³", outcome)  # around the 135.000 before it
+    assert low and 130 < int(low.group(1)) <= 135, outcome
+    assert "не принято" in page.inner_text("table")
     assert [r["value"] for r in billing.store.readings()] == ["00135.010"]
     page.goto(f"{portal.url}/payer/{ALICE}")
     text = page.inner_text("main")

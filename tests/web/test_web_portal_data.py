@@ -100,3 +100,29 @@ def test_feed_offline_and_attention(store: Any) -> None:
     assert kinds["offline"].device_id == "dev-b"
     # Alice's cold device is online; her hot one has no status and no reading for 11 days.
     assert [(e.kind, e.device_id) for e in alice] == [("offline", "dev-a-hot")]
+
+
+def test_a_misread_the_bridge_settled_as_an_outlier_is_shown_in_words_and_never_counted(store: Any) -> None:
+    from web_helpers import store_readings
+
+    from cloud_bridge.settlement import settle_meter
+    from cloud_bridge.settlement.settings import settlement_settings
+    from cloud_bridge.web.i18n import translations
+    from cloud_bridge.web.words import Words
+
+    engine, config = store
+    # A 1 read as 7 on the tens wheel, sent ok by the device, between two good days.
+    misread_at = NOW - timedelta(days=10, hours=13)
+    [misread] = store_readings(engine, "dev-a-cold", 1000, [(misread_at, "00195.000", "ok", None)])
+    with engine.begin() as conn:
+        settle_meter(conn, "M-A-C", settlement_settings(config), NOW)
+    with engine.connect() as conn:
+        view = payer_view(conn, config, ALICE, NOW)
+    row = next(r for r in view.readings if r.id == misread)
+    assert row.settlement == "outlier" and row.usable is None
+    words = Words(translations("en"))
+    assert words.reading_status(row) == "not used"
+    assert words.reading_reason(row) in {"higher than the readings after it", "does not fit the readings around it"}
+    cold = next(m for m in view.meters if m.kind == "cold")
+    assert max(v for _, v in cold.daily) < Decimal("1")  # the misread does not make a 60 m³ day
+    assert sum(v for _, v in cold.monthly) == Decimal("15.000")

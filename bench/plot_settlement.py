@@ -34,16 +34,17 @@ def issue_example() -> list[tuple[datetime, float, str, str | None]]:
 
 
 def replay_window(path: Path, hours: int = 36) -> tuple[str, list[dict[str, Any]]] | None:
-    """The crop-replay frames around the first outlier with a value (or None when there is none)."""
+    """The crop-replay frames around the first outlier with a value, else around the first frame nothing
+    was read from (None when the replay has neither)."""
     data = json.loads(path.read_text(encoding="utf-8"))
-    for seq in data["sequences"]:
-        if seq["kind"] != "crops":
-            continue
-        frames = seq["frames"]
-        for i, f in enumerate(frames):
-            if f["settlement"] == "outlier" and f["value"] is not None:
-                lo = max(0, i - hours // 2)
-                return " ".join(seq["key"][:2]), frames[lo:lo + hours]
+    crops = [seq for seq in data["sequences"] if seq["kind"] == "crops"]
+    for wanted in (lambda f: f["settlement"] == "outlier" and f["value"] is not None,
+                   lambda f: f["settlement"] == "outlier"):
+        for seq in crops:
+            frames = seq["frames"]
+            for i, f in enumerate(frames):
+                if wanted(f) and hours // 2 <= i < len(frames) - hours // 2:
+                    return " ".join(seq["key"][:2]), frames[i - hours // 2:i + hours // 2]
     return None
 
 
@@ -51,6 +52,9 @@ def draw(ax: Any, points: list[tuple[datetime, float | None, str, str | None]], 
          truth: list[tuple[datetime, float]] | None = None) -> None:
     if truth:
         ax.plot([t for t, _ in truth], [v for _, v in truth], "-", color="#888888", lw=1, label="true value")
+    blanks = [t for t, v, _, _ in points if v is None]
+    for k, t in enumerate(blanks):
+        ax.axvline(t, color="#bbbbbb", lw=1, ls=":", label="nothing read (no_value)" if k == 0 else None)
     for state, (marker, colour, label) in STYLE.items():
         pts = [(t, v) for t, v, s, _ in points if s == state and v is not None]
         if pts:

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from cloud_bridge.config import BridgeConfig
 from cloud_bridge.residents import CorrectionResult, ResidentError, correct_reading
 from cloud_bridge.store.engine import read_only
 from cloud_bridge.store.tables import bindings, readings
@@ -164,13 +165,21 @@ async def correct(request: Request) -> Response:
         return _correction_page(request, code, reading, 400, value=value, note=note, error=t.gettext(
             "Enter the number the meter shows, digits with a point or comma, e.g. 00123.456."))
     try:
-        result = await run_in_threadpool(correct_reading, w.engine, w.config, reading.id, value, by="resident",
-                                         note=note, at=w.now(), clock=w.now)
+        result = await run_in_threadpool(correct_reading, w.engine, one_try(w.config), reading.id, value,
+                                         by="resident", note=note, at=w.now(), clock=w.now)
     except ResidentError as exc:
         log.warning("correction of reading %s refused: %s", reading.id, exc)
         return _correction_page(request, code, reading, 400, value=value, note=note,
                                 error=t.gettext("This correction cannot be recorded. Reload the page and try again."))
     return _correction_page(request, code, reading, outcome=outcome(request, result))
+
+
+def one_try(config: BridgeConfig) -> BridgeConfig:
+    """The config for a correction sent while the resident waits: one attempt, at most 10 s; when billing
+    does not answer, the submission stays pending and the bridge's next pass retries it (same key)."""
+    sub = config.submission.model_copy(update={
+        "max_attempts_per_pass": 1, "max_wait_in_pass_s": 0.0, "timeout_s": min(config.submission.timeout_s, 10.0)})
+    return config.model_copy(update={"submission": sub})
 
 
 def outcome(request: Request, result: CorrectionResult) -> dict[str, str]:

@@ -82,6 +82,30 @@ def test_correcting_a_reading_from_the_page(portal_factory: Any, billing: Sandbo
     assert page.request.get(f"{portal.url}/payer/{ALICE}/reading/{bob_reading}").status == 404
 
 
+def test_a_correction_while_billing_is_down_waits_for_the_next_pass(portal: Any, page: Any) -> None:
+    """Billing unreachable (the default config points at a closed port): one try, then the page says the
+    next pass sends it, and the submission stays pending for it."""
+    import time as clock
+
+    from sqlalchemy import select
+
+    from cloud_bridge.store.tables import submissions
+
+    reading = portal.world.reading_ids["dev-a-hot"][-2]
+    sign_in(page, portal.url, portal.world.alice)
+    page.goto(f"{portal.url}/payer/{ALICE}/reading/{reading}")
+    page.fill("input[name=value]", "00046.010")
+    t0 = clock.monotonic()
+    with page.expect_navigation():
+        page.click("form.stack button[type=submit]")
+    assert clock.monotonic() - t0 < 15
+    assert "при следующей передаче" in page.inner_text("#outcome")
+    with portal.engine.connect() as conn:
+        states = conn.execute(select(submissions.c.state, submissions.c.value)
+                              .where(submissions.c.meter_serial == "M-A-H")).all()
+    assert [(s.state, s.value) for s in states] == [("pending", "00046.010")]
+
+
 def test_notifications_page_and_json(portal: Any, page: Any) -> None:
     from sqlalchemy import update
 

@@ -8,6 +8,7 @@ import hmac
 import re
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,29 @@ def test_a_correction_while_billing_is_down_waits_for_the_next_pass(portal: Any,
         states = conn.execute(select(submissions.c.state, submissions.c.value)
                               .where(submissions.c.meter_serial == "M-A-H")).all()
     assert [(s.state, s.value) for s in states] == [("pending", "00046.010")]
+
+
+def test_a_correction_with_nothing_to_check_against_waits_for_the_utility(portal: Any, page: Any) -> None:
+    from web_helpers import store_readings
+
+    from cloud_bridge.registry import add_device, bind
+
+    with portal.engine.begin() as conn:  # a new meter whose only photo could not be read
+        add_device(conn, "dev-a-new", now=NOW - timedelta(hours=2))
+        bind(conn, "dev-a-new", meter_serial="M-A-N", kind="cold", payer_code=ALICE, address=f"Flat of {ALICE}",
+             now=NOW - timedelta(hours=2))
+    [reading] = store_readings(portal.engine, "dev-a-new", 1, [(NOW - timedelta(hours=1), None, "error",
+                                                                "frame_failed: too dark")])
+    sign_in(page, portal.url, portal.world.alice)
+    page.goto(f"{portal.url}/payer/{ALICE}/reading/{reading}")
+    page.fill("input[name=value]", "00007.250")
+    with page.expect_navigation():
+        page.click("form.stack button[type=submit]")
+    assert page.inner_text("#outcome").startswith("Сохранено для проверки")
+    assert "ждёт подтверждения управляющей организации" in page.inner_text("table")
+    page.goto(f"{portal.url}/payer/{ALICE}")
+    card = page.inner_text("#meter-M-A-N")
+    assert "00007.250" not in card and "надёжного показания пока нет" in card  # not a value until confirmed
 
 
 def test_notifications_page_and_json(portal: Any, page: Any) -> None:

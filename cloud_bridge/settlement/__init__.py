@@ -182,21 +182,27 @@ def latest_accepted_corrections() -> Any:
 
 
 def meter_rows(conn: Connection, meter_serial: str, since: datetime | None = None,
-               exclude_reading: int | None = None) -> list[Row]:
-    """The meter's readings (under any binding), oldest first, with their accepted corrections."""
+               exclude_reading: int | None = None, *, context: int = 0) -> list[Row]:
+    """The meter's readings (under any binding) taken from `since` (None: all), oldest first, with their
+    accepted corrections, plus the `context` readings taken just before `since`."""
     lc = latest_accepted_corrections()
     q = (select(readings.c.id, readings.c.taken_at, readings.c.status, readings.c.value, readings.c.reason,
                 readings.c.raw, lc.c.id.label("correction_id"), lc.c.value.label("corrected_value"))
          .join(bindings, bindings.c.id == readings.c.binding_id)
          .outerjoin(lc, lc.c.reading_id == readings.c.id)
-         .where(bindings.c.meter_serial == meter_serial)
-         .order_by(readings.c.taken_at, readings.c.id))
-    if since is not None:
-        q = q.where(readings.c.taken_at >= since)
+         .where(bindings.c.meter_serial == meter_serial))
     if exclude_reading is not None:
         q = q.where(readings.c.id != exclude_reading)
+    found = []
+    if since is not None and context > 0:
+        found = list(reversed(conn.execute(q.where(readings.c.taken_at < since)
+                                           .order_by(readings.c.taken_at.desc(), readings.c.id.desc())
+                                           .limit(context)).all()))
+    if since is not None:
+        q = q.where(readings.c.taken_at >= since)
+    found += conn.execute(q.order_by(readings.c.taken_at, readings.c.id)).all()
     return [Row(r.id, r.taken_at, r.status, r.value, r.reason, r.raw, r.correction_id, r.corrected_value)
-            for r in conn.execute(q).all()]
+            for r in found]
 
 
 def observation(row: Row) -> rules.Observation:
@@ -269,9 +275,9 @@ def settle_meter(conn: Connection, meter_serial: str, limits: SettlementSection,
                  since: datetime | None = None, write: bool = True) -> MeterSettlement:
     """Settle the meter's readings taken from `since` (None: all), in the caller's transaction.
 
-    Readings before `since` are not rewritten, but the last `lookback_days` before it are read as context."""
-    context_from = None if since is None else since - timedelta(days=limits.lookback_days)
-    rows = meter_rows(conn, meter_serial, context_from)
+    Readings before `since` are not rewritten; the `context_readings` taken just before it are read as
+    context (a bounded cost per change, however often the meter is read)."""
+    rows = meter_rows(conn, meter_serial, since, context=limits.context_readings)
     results = settle_rows(rows, billed_for(conn, meter_serial), limits)
     keep = results if since is None else [r for r in results if r.taken_at >= since]
     out = MeterSettlement(meter_serial, keep)

@@ -26,7 +26,11 @@ class SettlementSection(Section):
     every_s: float = Field(
         10.0, gt=0, description="How often the running bridge settles the meters that got new readings.")
     lookback_days: float = Field(
-        45.0, gt=0, description="How far before the newest change settlement reads a meter's history.")
+        45.0, gt=0, description="How much history around a corrected reading (and before the newest when "
+        "`history` settles a payer's meters) is read.")
+    context_readings: int = Field(
+        128, ge=8, le=10_000, description="Readings before the earliest changed one that settlement reads as "
+        "context: a bounded cost per change however often the meter is read.")
 
 
 def settlement_settings(config: BridgeConfig) -> SettlementSection:

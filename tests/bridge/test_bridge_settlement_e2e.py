@@ -5,10 +5,15 @@ within 48 h of the meter's latest frame; the next month bills normally."""
 
 from __future__ import annotations
 
+import csv
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -137,3 +142,80 @@ def test_a_month_through_mqtt_bills_each_meter_once_with_the_true_value(
         assert len(sandbox.store.credits()) == 6
     finally:
         dev.close()
+
+
+def _edge(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True, timeout=600,
+                          check=False)
+
+
+SEEDS = {"sim-a": 3, "sim-b": 7}
+
+
+@pytest.fixture(scope="module")
+def edge_readings(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, dict[str, str]],
+                                                                     dict[str, list[dict[str, Any]]]]:
+    """Two simulated households (camera faults on), every frame read by `meter-edge read`: the truth per
+    frame time, and the readings as the device decided them (its own per-frame status, misreads included).
+    Once per module: the device side does not depend on the bridge's database."""
+    from edge.capture.simulator import SIM_ROIS
+
+    work = tmp_path_factory.mktemp("edge")
+    truths: dict[str, dict[str, str]] = {}
+    published: dict[str, list[dict[str, Any]]] = {}
+    for device, seed in SEEDS.items():
+        frames_dir = work / device
+        sim = _edge("simulate", "--days", "2", "--interval-min", "120", "--seed", str(seed), "--start",
+                    "2026-10-18T00:00:00Z", "--out", str(frames_dir))
+        assert sim.returncode == 0, sim.stderr
+        layout = work / f"{device}.toml"
+        cal = _edge("calibrate", "--image", str(frames_dir / "reference.jpg"), "--rois", SIM_ROIS, "--decimals", "3",
+                    "--out", str(layout))
+        assert cal.returncode == 0, cal.stderr
+        read = _edge("read", *map(str, sorted(frames_dir.glob("*Z.jpg"))), "--layout", str(layout))
+        assert read.returncode in (0, 1), read.stderr
+        truths[device] = {r["taken_at"]: r["value_exact"] for r in csv.DictReader((frames_dir / "truth.csv").open())}
+        published[device] = []
+        for seq, line in enumerate(x for x in read.stdout.splitlines() if x.startswith("{")):
+            d = json.loads(line)
+            fields = {k: d[k] for k in ("v", "taken_at", "value", "unit", "confidence", "digits", "model")}
+            published[device].append({**fields, "device_id": device, "seq": seq + 1, "status": d["device_status"],
+                                      "reason": d["device_reason"]})
+    return truths, published
+
+
+@pytest.mark.slow
+def test_frames_read_by_meter_edge_billed_with_the_true_value(
+        broker: MosquittoBroker, engine: Engine, db_url: str, tmp_path: Path, sandbox: SandboxServer,
+        edge_readings: tuple[dict[str, dict[str, str]], dict[str, list[dict[str, Any]]]]) -> None:
+    """The issue's billing target with the real device pipeline: the readings `meter-edge read` made of two
+    simulated households, published as the device decided them, ingested, settled, billed in the window."""
+    truths, published = edge_readings
+    seeds = SEEDS
+    register(engine, list(seeds))
+    cfg = config(db_url, broker.port, tmp_path, billing={"url": sandbox.url}, loyalty={"url": sandbox.url})
+    dev = Device(broker.port)
+    try:
+        with InProcessBridge(engine, cfg):
+            for items in published.values():
+                for item in items:
+                    dev.publish_reading(Reading.model_validate(item)).wait_for_publish(5)
+            total = sum(len(v) for v in published.values())
+            assert wait_until(lambda: stored(engine) == total, timeout=60), (stored(engine), total)
+    finally:
+        dev.close()
+    at = parse_instant("2026-10-20T00:00:00Z")  # just after the last frame (22:00)
+    report = run_submission_pass(engine, cfg, at)
+    assert report.counts() == {"accepted": 2}, report.to_json()
+    got = httpx.get(f"{sandbox.url}/v1/readings").json()["readings"]
+    assert sorted(g["meter_serial"] for g in got) == [f"SN-{d}" for d in sorted(seeds)]  # once each
+    for g in got:
+        device = g["meter_serial"][3:]
+        exact = Decimal(truths[device][g["taken_at"]])
+        # The lowest wheel is always between two numbers: one step either side is the truth (docs/decisions.md).
+        assert abs(Decimal(g["value"]) - exact) <= Decimal("0.0011"), (g, exact)
+        assert at - parse_instant(g["taken_at"]) <= timedelta(hours=48)
+        sent_ok = [p for p in published[device] if p["status"] == "ok" and p["value"] is not None]
+        wrong = [p for p in sent_ok if abs(Decimal(p["value"]) - Decimal(truths[device][p["taken_at"]]))
+                 > Decimal("0.0011")]
+        assert all(p["taken_at"] != g["taken_at"] for p in wrong)  # a misread the device sent ok is not billed

@@ -52,11 +52,18 @@ def _client(port: int, **kw: Any) -> mqtt.Client:
 
 
 def _payloads(n: int) -> list[tuple[str, bytes]]:
+    """N readings from 50 devices, each device's meter turning like a household's (a reading every 10 min,
+    12 litres apart): the bridge settles each meter's readings as they arrive, and what that costs depends
+    on a sequence a device could send (one instant for all of a device's readings is not one)."""
+    from datetime import UTC, datetime, timedelta
+
     out = []
+    t0 = datetime(2026, 11, 20, 10, tzinfo=UTC)
     for k in range(n):
         d = DEVICES[k % len(DEVICES)]
-        r = Reading(device_id=d, seq=k // len(DEVICES), taken_at="2026-11-20T10:00:00Z",  # type: ignore[arg-type]
-                    value=f"{k:05d}.125", status="ok", confidence=0.98,
+        seq = k // len(DEVICES)
+        r = Reading(device_id=d, seq=seq, taken_at=t0 + timedelta(minutes=10 * seq),
+                    value=f"{123 + seq * 0.012:09.3f}", status="ok", confidence=0.98,
                     digits=[{"v": 1, "f": 1.2, "p": 0.98}] * 8, model="digits-c100-v1")  # type: ignore[list-item]
         out.append((f"meters/{d}/reading", r.to_json_bytes()))
     return out

@@ -61,11 +61,11 @@ def test_chart_ticks_are_round(top: float, step: float) -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Any:
-    url = f"sqlite:///{tmp_path / 'bridge.db'}"
-    engine = open_store(url)
+def store(db_url: str, tmp_path: Path) -> Any:
+    """The seeded world on SQLite and on PostgreSQL."""
+    engine = open_store(db_url)
     seed(engine)
-    yield engine, make_config(url, tmp_path)
+    yield engine, make_config(db_url, tmp_path)
     engine.dispose()
 
 

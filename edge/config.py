@@ -25,7 +25,8 @@ class CaptureConfig(Section):
     width: int = Field(1280, ge=64, le=8192, description="Capture width (picamera2/opencv).")
     height: int = Field(960, ge=64, le=8192, description="Capture height (picamera2/opencv).")
     sim_start: str = Field(
-        "", description="simulator: UTC time of the first frame (ISO 8601); empty: now, rounded down to the hour.")
+        "", description="simulator: UTC time of the first frame (ISO 8601); empty: 30 days ago, rounded down to "
+            "the hour (frames are an hour apart by default; readings more than a day ahead are refused).")
     sim_step_s: float = Field(3600.0, gt=0, description="simulator: simulated seconds between two frames.")
     sim_faults: Literal["default", "none", "heavy"] = Field(
         "default", description="simulator: camera fault mix (default: about a fifth of the frames).")

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from contract.times import parse_utc
+from contract.times import check_sane, parse_utc
 from edge.capture.frametime import frame_time, time_from_name
 from edge.reading.assemble import confirm
 from edge.reading.model import ReadingState
@@ -147,6 +147,10 @@ def read(frames: tuple[Path, ...], layout_path: Path, previous: str | None, prev
             taken_at, image, problem = taken_at, None, str(exc)
         except OSError as exc:
             taken_at, image, problem = fallback or datetime.now(UTC), None, f"cannot read {path}: {exc.strerror}"
+        try:
+            check_sane(taken_at)
+        except ValueError as exc:  # the contract refuses this time: an error line now, not a traceback later
+            taken_at, image, problem = datetime.now(UTC), None, f"frame time refused: {exc}"
         if problem is not None:
             decision, state = assemble(state, Observation((), taken_at, failure=problem), pipe.rules)
             extra: dict[str, Any] = {"explain": decision.explain()} if explain else {}

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 STATE_FILE = "capture-simulator.json"
+DEFAULT_BACKFILL = timedelta(days=30)  # 720 frames at the default step before it reaches now
 
 
 class SimulatorCamera(Camera):
@@ -41,8 +42,9 @@ class SimulatorCamera(Camera):
         if start is None:
             if state.get("seed") == seed and "start" in state:
                 start = parse_utc(state["start"])
-            else:
-                start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+            else:  # behind the real clock: its frames run an hour ahead per capture, and the contract
+                # refuses readings dated more than a day ahead of now (docs/contract.md, `bad_time`)
+                start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - DEFAULT_BACKFILL
         self.start = start.astimezone(UTC)
         same = state.get("seed") == seed and state.get("start") == self.start.isoformat()
         self.index = int(state.get("index", 0)) if same else 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -36,7 +36,8 @@ def _utc(ctx: click.Context, param: click.Parameter, value: str | None) -> datet
               help="Simulated minutes between two frames.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Household and camera randomness.")
 @click.option("--start", callback=_utc, default=None,
-              help="UTC time of the first frame (ISO 8601); default: today 00:00 UTC.")
+              help="UTC time of the first frame (ISO 8601 with a zone); default: DAYS before today 00:00 UTC, "
+                   "so the frames end today (readings dated more than a day ahead are refused).")
 @click.option("--start-value", type=click.FloatRange(0, 99999), default=123.456, show_default=True,
               help="Meter value (m³) at the first frame.")
 @click.option("--faults", "fault_mix", type=click.Choice(["default", "none", "heavy"]), default="default",
@@ -52,7 +53,7 @@ def simulate(days: float, out_dir: Path, interval_min: float, seed: int, start: 
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    start = start or datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = start or datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days)
     n = max(1, math.floor(days * 24 * 60 / interval_min + 1e-9))
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -164,7 +164,7 @@ async def device_command(request: Request) -> Response:
     who = f"{user.login} (web" + (f", via {w.config.commands.username})" if w.config.commands.username else ")")
     try:
         outcome = await run_in_threadpool(send_command, w.engine, w.config, device_id, name, requested_by=who,
-                                          value=value)
+                                          value=value, confirm=name == "set-value" and form.get("confirm") == "1")
     except CommandError as exc:
         return await _device(request, error=str(exc), status_code=503)
     return RedirectResponse(f"/ops/devices/{device_id}?cmd={outcome.command_id}#commands", status_code=303)

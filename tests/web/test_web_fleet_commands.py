@@ -83,7 +83,14 @@ def test_command_buttons_reach_the_device_and_are_audit_logged(auth_broker: Mosq
                 time.sleep(0.05)
             assert agent.outbox.last_seq() == 2, "the button did not make the device take a reading"
 
+            # Nothing to check 00200.000 against yet: blocked until the operator vouches for it.
             page.fill("form[action$='/cmd/set-value'] input[name=value]", "00200.000")
+            with page.expect_navigation():
+                page.click("form[action$='/cmd/set-value'] button")
+            assert "confirm" in page.locator("table.commands-log tr.highlight").inner_text()
+            assert (agent.outbox.reading_state() or {}).get("previous") != "00200.000"
+            page.fill("form[action$='/cmd/set-value'] input[name=value]", "00200.000")
+            page.check("form[action$='/cmd/set-value'] input[name=confirm]")
             with page.expect_navigation():
                 page.click("form[action$='/cmd/set-value'] button")
             assert "выполнена" in page.locator("table.commands-log tr.highlight").inner_text()
@@ -109,7 +116,8 @@ def test_command_buttons_reach_the_device_and_are_audit_logged(auth_broker: Mosq
     finally:
         at.stop()
     log = command_history(engine, "dev-a")
-    assert [(c.name, c.state) for c in log] == [("set-value", "done"), ("capture", "accepted")]
+    assert [(c.name, c.state) for c in log] == [("set-value", "done"), ("set-value", "blocked"),
+                                                ("capture", "accepted")]
     assert all(c.requested_by == f"{OPERATOR} (web, via ops)" for c in log)
 
     # Without an operator broker account the page says what to set, and shows no buttons.
@@ -119,5 +127,5 @@ def test_command_buttons_reach_the_device_and_are_audit_logged(auth_broker: Mosq
         page.goto(f"{url}/ops/devices/dev-a")
         assert page.locator("#commands button").count() == 0
         assert "commands.username" in page.locator("#commands").inner_text()
-        assert page.locator("table.commands-log tbody tr").count() == 2  # the log is still shown
+        assert page.locator("table.commands-log tbody tr").count() == 3  # the log is still shown
     engine.dispose()

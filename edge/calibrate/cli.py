@@ -72,12 +72,17 @@ def _fail(message: str) -> click.ClickException:
 @click.option("--from-aiotedge", "aiotedge", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Import digit ROIs, alignment marks and InitialRotate from an AI-on-the-edge-device config.ini; "
                    "--rois are added to the imported ones (all sorted left to right).")
+@click.option("--auto", "auto", is_flag=True,
+              help="Find the counter and one window per wheel, and the rotation when it is tilted (instead of "
+                   "--rois); prints what it found and how sure the digit model is. Check the picture.")
+@click.option("--digits", "n_digits", type=click.IntRange(1, 12), default=None,
+              help="With --auto: how many wheels the counter has (integer and decimal ones); default: as found.")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True,
               help="The layout file to write (the reference image and picture go beside it).")
 @click.option("--model", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Digit model (.tflite) for the picture's readings; default: the bundled one.")
 def calibrate(image_path: Path, rois: str | None, decimals: int | None, unit: str, rotate_deg: float | None,
-              aiotedge: Path | None, out: Path, model: Path | None) -> None:
+              aiotedge: Path | None, auto: bool, n_digits: int | None, out: Path, model: Path | None) -> None:
     """Write a layout (where the digits are) from one frame, and a picture to check it.
 
     \b
@@ -91,6 +96,7 @@ def calibrate(image_path: Path, rois: str | None, decimals: int | None, unit: st
     Examples:
       meter-edge calibrate --image frame.jpg --rois "198,62,49,71;258,62,49,71" --out layout.toml
       meter-edge calibrate --from-aiotedge config.ini --image reference.jpg --out layout.toml
+      meter-edge calibrate --image frame.jpg --auto --digits 8 --decimals 3 --out layout.toml
     """
     if not image_path.is_file():
         raise _fail(f"image {image_path} does not exist")
@@ -98,8 +104,17 @@ def calibrate(image_path: Path, rois: str | None, decimals: int | None, unit: st
         image = read_bgr(image_path)
     except ImageRefused as exc:
         raise _fail(f"{exc}; take another frame (JPEG/PNG)") from None
+    if auto and (rois is not None or aiotedge is not None or rotate_deg is not None):
+        raise _fail("--auto finds the windows and the rotation itself: leave out --rois, --rotate and "
+                    "--from-aiotedge (or leave out --auto to give them)")
+    if n_digits is not None and not auto:
+        raise _fail("--digits goes with --auto (with --rois the number of windows is the number of wheels)")
+    if auto:
+        from edge.calibrate.auto_cli import auto_windows
+
+        image, rois, rotate_deg = auto_windows(image, image_path, n_digits, decimals, model)
     if rois is None and aiotedge is None:
-        raise _fail('no digit windows given: pass --rois "x,y,w,h;…" and/or --from-aiotedge config.ini')
+        raise _fail('no digit windows given: pass --rois "x,y,w,h;…", --auto, and/or --from-aiotedge config.ini')
 
     anchors: list[Anchor] = []
     digits: list[Roi] = []
@@ -120,6 +135,8 @@ def calibrate(image_path: Path, rois: str | None, decimals: int | None, unit: st
             decimals = cfg.decimals
         click.echo(f"imported from {aiotedge}: {len(cfg.digits)} digit ROI(s) ({', '.join(cfg.digit_names)}), "
                    f"{len(cfg.anchors)} alignment mark(s), InitialRotate {rotation:g}")
+    elif rotate_deg and auto:
+        rotation = rotate_deg  # auto_windows returned the image rotated already
     elif rotate_deg:
         rotation = rotate_deg
         image = rotate_image(image, rotation)

@@ -27,6 +27,7 @@ READING_REASONS = {
     "unconfirmed_change": N_("a change waiting for a second photo that agrees"),
     "needs_confirmation": N_("several photos disagree with the last value; an installer will check the meter"),
     "outlier": N_("does not fit the readings around it"),
+    "reanchored": N_("the device took a new starting value from several photos that agree; held back until confirmed"),
 }
 
 # Settlement (cloud_bridge.settlement, contract/settlement.py): why an ok reading is not billed, or not yet.
@@ -34,6 +35,8 @@ SETTLEMENT_REASONS = {
     "no_value": N_("nothing could be read from this photo"),
     "wheels_inconsistent": N_("these digits cannot stand together on a real meter"),
     "too_many_digits": N_("has more digits than this meter"),
+    "below_billed": N_("lower than the value billing already has"),
+    "too_fast_since_billed": N_("rose faster since the billed value than water can flow through the meter"),
     "higher_than_later": N_("higher than the readings after it"),
     "lower_than_earlier": N_("lower than the readings before it"),
     "too_fast": N_("rose faster than water can flow through the meter"),

@@ -16,6 +16,7 @@ COMMANDS = {
     "doctor": ("edge.doctor:doctor", "Check camera, LED, layout, model, clock, disk, broker and bridge."),
     "read": ("edge.reading.cli:read", "Read meter photos with a layout; one JSON reading per line."),
     "run": ("edge.agent:run", "Run the device agent: capture, read, store, publish."),
+    "setup": ("edge.setup.cli:setup", "Serve the installer's page: frame, windows to drag, test read, save."),
     "simulate": ("edge.capture.simulator.cli:simulate", "Render days of a virtual meter's photos."),
 }
 

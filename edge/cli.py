@@ -28,7 +28,7 @@ def main(verbose: int) -> None:
     """Read a water meter with a camera and a small digit model, and publish readings over MQTT.
 
     \b
-    Installer's path:  capture a frame -> calibrate -> read (check) -> run
+    Installer's path:  capture -> calibrate --auto (or the setup page) -> doctor -> run
     Model check:       classify a folder of digit crops
     """
     level = logging.WARNING - 10 * verbose

@@ -17,6 +17,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+import segno
+from markupsafe import Markup
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -48,6 +50,11 @@ class Windows(BaseModel):
     rotation: float = Field(ge=-180, le=180)
     rois: list[Box] = Field(min_length=1, max_length=16)
     decimals: int = Field(0, ge=0, le=8)
+
+
+def binding_request(device_id: str) -> str:
+    """What the operator needs to bind this device (the fields in capitals are theirs to fill in)."""
+    return f'meter-bridge bind {device_id} --meter SERIAL --kind cold|hot --payer CODE --address "ADDRESS"'
 
 
 def new_pin() -> str:
@@ -107,8 +114,10 @@ def create_app(state: SetupState) -> Starlette:
     async def index(request: Request) -> Response:
         if not _authed(request):
             return TEMPLATES.TemplateResponse(request, "login.html", {"error": None, "locked": False})
-        return TEMPLATES.TemplateResponse(request, "setup.html", {"device_id": state.cfg.device_id,
-                                                                    "layout": str(state.cfg.layout)})
+        bind = binding_request(state.cfg.device_id)
+        return TEMPLATES.TemplateResponse(request, "setup.html", {
+            "device_id": state.cfg.device_id, "layout": str(state.cfg.layout), "bind": bind,
+            "bind_qr": Markup(segno.make(bind, error="m").svg_inline(scale=4, border=4))})
 
     async def login(request: Request) -> Response:
         form = await request.form()

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import pytest
 import uvicorn
 from starlette.testclient import TestClient
@@ -42,7 +44,9 @@ def test_everything_needs_the_pin_and_wrong_pins_lock_the_page(client: TestClien
     for _ in range(MAX_PIN_FAILURES - 1):
         assert client.post("/login", data={"pin": "00000000"}).status_code == 403
     assert client.post("/login", data={"pin": PIN}, follow_redirects=False).status_code == 303
-    assert "Propose windows" in client.get("/").text
+    page = client.get("/").text
+    assert "Propose windows" in page and "meter-bridge bind flat-12-cold --meter SERIAL" in page
+    assert "<svg" in page  # the binding request as a QR code
     assert client.get("/frame.png").headers["content-type"] == "image/png"
 
 
@@ -108,6 +112,12 @@ def test_propose_drag_test_and_save_in_a_browser(browser: Any, served: tuple[str
         page.goto(url)
         page.fill("input[name=pin]", PIN)
         page.click("button[type=submit]")
+        qr = cv2.imdecode(np.frombuffer(page.locator("#bind-qr svg").screenshot(), np.uint8), cv2.IMREAD_COLOR)
+        qr = cv2.resize(cv2.copyMakeBorder(qr, 20, 20, 20, 20, cv2.BORDER_CONSTANT, value=(255, 255, 255)), None,
+                        fx=3, fy=3, interpolation=cv2.INTER_NEAREST)
+        text, _, _ = cv2.QRCodeDetector().detectAndDecode(qr)
+        assert text == page.locator("#bind").inner_text().strip()
+        assert text.startswith("meter-bridge bind flat-12-cold ")
         page.click("#propose")
         page.wait_for_selector(".box", timeout=60_000)
         assert page.locator(".box").count() == 8

@@ -13,15 +13,21 @@ import numpy as np
 from edge.infer.preprocess import to_model_input
 
 
-def geometric(img: np.ndarray, rng: np.random.Generator, out_h: int = 32) -> np.ndarray:
-    """Small rotation, horizontal shift, crop aspect change and at most ~1 model pixel vertical shift."""
+def geometric(img: np.ndarray, rng: np.random.Generator, out_h: int = 32, strong: bool = False) -> np.ndarray:
+    """Small rotation, horizontal shift, crop aspect change and at most ~1 model pixel vertical shift.
+
+    ``strong`` (the v2 recipe): a window misplaced by up to 15 % of its width, a wider range of digit
+    sizes in the window, and a camera not square to the counter (perspective).
+    """
     h, w = img.shape[:2]
-    if rng.random() < 0.25:
+    if rng.random() < (0.15 if strong else 0.25):
         return img
-    angle = rng.normal(0.0, 2.0)
-    sx = rng.uniform(0.85, 1.15)  # different crop widths around the digit
-    sy = rng.uniform(0.96, 1.04)
-    tx = rng.uniform(-0.08, 0.08) * w
+    if strong and rng.random() < 0.3:
+        img = perspective(img, rng)
+    angle = rng.normal(0.0, 2.5 if strong else 2.0)
+    sx = rng.uniform(0.8, 1.2) if strong else rng.uniform(0.85, 1.15)  # different crop widths around the digit
+    sy = rng.uniform(0.92, 1.08) if strong else rng.uniform(0.96, 1.04)
+    tx = rng.uniform(-0.15, 0.15) * w if strong else rng.uniform(-0.08, 0.08) * w
     ty = rng.uniform(-1.0, 1.0) * h / out_h
     m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
     m[0, :2] = m[0, :2] * sx
@@ -85,11 +91,20 @@ def photometric(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def augmented_batch(
-    crops: list[np.ndarray], rng: np.random.Generator, width: int, height: int, color: str = "RGB"
+    crops: list[np.ndarray], rng: np.random.Generator, width: int, height: int, color: str = "RGB",
+    strong: bool = False, keep: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Augment BGR crops and run them through the shared preprocessing into a float batch."""
-    moved = [blur(geometric(c, rng, height), rng) for c in crops]
-    return photometric(to_model_input(moved, width, height, color), rng)
+    """Augment BGR crops and run them through the shared preprocessing into a float batch.
+
+    ``strong``: the v2 recipe (see :func:`geometric`, :func:`recolour`). Crops where ``keep`` is True
+    get no geometry (a misplaced window made on purpose must stay misplaced).
+    """
+    moved = [blur(c if (keep is not None and keep[i]) else geometric(c, rng, height, strong), rng)
+             for i, c in enumerate(crops)]
+    x = to_model_input(moved, width, height, color)
+    if strong:
+        x = recolour(x, rng)
+    return photometric(x, rng)
 
 
 def destroy(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -126,3 +141,85 @@ def destroy(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         out = np.concatenate([img[y:], img[: h - (h - y)]], axis=0)
         out = cv2.resize(out[:, : max(2, int(w * rng.uniform(0.25, 0.4)))], (w, h))
     return out
+
+
+# ---------------------------------------------------------------- v2: a wider range of meters
+
+
+def perspective(img: np.ndarray, rng: np.random.Generator, amount: float = 0.06) -> np.ndarray:
+    """A camera not square to the counter: each corner moves by up to ``amount`` of the crop size
+    (less vertically, where a shift would change the wheel's position)."""
+    h, w = img.shape[:2]
+    src = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
+    jitter = rng.uniform(-1, 1, (4, 2)) * np.array([w * amount, h * amount * 0.4], np.float32)
+    dst = (src + jitter).astype(np.float32)
+    m = cv2.getPerspectiveTransform(src, dst)
+    return cv2.warpPerspective(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def recolour(batch: np.ndarray, rng: np.random.Generator, swap: float = 0.25, invert: float = 0.06) -> np.ndarray:
+    """Other drum and ink colours: the colour channels swapped (red decimal wheels, blue or green
+    casts) and now and then light digits on a dark drum (the negative)."""
+    x = batch.copy()
+    n = x.shape[0]
+    for i in np.flatnonzero(rng.random(n) < swap):
+        x[i] = x[i][:, :, rng.permutation(3)]
+    for i in np.flatnonzero(rng.random(n) < invert):
+        x[i] = 255.0 - x[i]
+    return x
+
+
+def straddle(left: np.ndarray, right: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A window placed between two wheels: the right part of one digit, a strip of the counter body,
+    the left part of the next. Trained towards a flat output: such a window must read N.
+
+    The window is off by 35–65 % of its width (a shift up to ~15 % is still trained as the digit).
+    """
+    h, w = left.shape[:2]
+    right = cv2.resize(right, (w, h), interpolation=cv2.INTER_AREA)
+    gap_w = round(w * rng.uniform(0.0, 0.3))
+    body = np.full((h, gap_w, 3), rng.integers(0, 90, 3), np.uint8) if gap_w else np.zeros((h, 0, 3), np.uint8)
+    strip = np.concatenate([left, body, right], axis=1)
+    off = round(w * rng.uniform(0.35, 0.65)) if rng.random() < 0.5 else 0
+    if off == 0:  # shifted left instead: the start of ``right`` sits mid-window
+        off = round(strip.shape[1] - w - w * rng.uniform(0.35, 0.65))
+        off = max(0, off)
+    return strip[:, off : off + w].copy()
+
+
+def zoomed_out(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A window far too large or too small for the digit (a wrong ROI size): a digit at 35–55 % of
+    the window on a body colour, or a 2.2–3× enlarged slice of it."""
+    h, w = img.shape[:2]
+    if rng.random() < 0.5:
+        s = rng.uniform(0.35, 0.55)
+        small = cv2.resize(img, (max(2, int(w * s)), max(2, int(h * s))), interpolation=cv2.INTER_AREA)
+        out = np.empty_like(img)
+        out[:] = rng.integers(0, 256, 3).astype(np.uint8)
+        y = int(rng.integers(0, h - small.shape[0] + 1))
+        x = int(rng.integers(0, w - small.shape[1] + 1))
+        out[y : y + small.shape[0], x : x + small.shape[1]] = small
+        return out
+    s = rng.uniform(2.2, 3.0)
+    ch, cw = max(2, int(h / s)), max(2, int(w / s))
+    y = int(rng.integers(0, h - ch + 1))
+    x = int(rng.integers(0, w - cw + 1))
+    return cv2.resize(img[y : y + ch, x : x + cw], (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def foreign(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """Something that is no digit window at all: gradients, lines, blobs, printed strokes."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    a, b = rng.uniform(-3, 3, 2)
+    base = rng.uniform(0, 255, 3)
+    img = base[None, None, :] + (a * xx[..., None] + b * yy[..., None]) * rng.uniform(-1, 1, 3)
+    out = np.clip(img, 0, 255).astype(np.uint8)
+    for _ in range(int(rng.integers(1, 6))):
+        colour = rng.integers(0, 256, 3).tolist()
+        p0 = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        p1 = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        if rng.random() < 0.5:
+            cv2.line(out, p0, p1, colour, int(rng.integers(1, max(2, w // 5))), cv2.LINE_AA)
+        else:
+            cv2.circle(out, p0, int(rng.integers(2, max(3, h // 3))), colour, -1 if rng.random() < 0.5 else 2)
+    return cv2.GaussianBlur(out, (0, 0), rng.uniform(0.3, 1.5))

@@ -24,7 +24,7 @@ def circular_distance(a: np.ndarray, b: np.ndarray, period: float = 10.0) -> np.
 
 
 def outcome_arrays(
-    digits: Sequence[int | None], values: Sequence[float | None], true_values: Sequence[float]
+    digits: Sequence[int | None], values: Sequence[float | None], true_values: Sequence[float] | np.ndarray
 ) -> dict[str, np.ndarray]:
     """Per-crop booleans: right, strict, within, held, wrong_confident."""
     held = np.array([d is None for d in digits])

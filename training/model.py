@@ -10,16 +10,20 @@ from typing import Any
 
 
 def build_model(width: int = 20, height: int = 32, classes: int = 100, filters: tuple[int, ...] = (24, 48, 64),
-                dense: int = 192, dropout: float = 0.3) -> Any:
+                dense: int = 192, dropout: float = 0.3, double: tuple[int, ...] = ()) -> Any:
+    """``double``: indices of the conv blocks that get a second 3x3 conv before pooling (more depth)."""
     import keras
     from keras import layers
 
     inp = keras.Input(shape=(height, width, 3), name="image")
     x = layers.Rescaling(1.0 / 255.0)(inp)
     for i, f in enumerate(filters):
-        x = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"conv{i + 1}")(x)
-        x = layers.BatchNormalization(name=f"bn{i + 1}")(x)
-        x = layers.ReLU()(x)
+        convs = 2 if i in double else 1
+        for j in range(convs):
+            suffix = "" if j == 0 else "b"
+            x = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"conv{i + 1}{suffix}")(x)
+            x = layers.BatchNormalization(name=f"bn{i + 1}{suffix}")(x)
+            x = layers.ReLU()(x)
         x = layers.MaxPooling2D(2)(x)
     x = layers.Flatten()(x)
     x = layers.Dropout(dropout)(x)
@@ -30,3 +34,21 @@ def build_model(width: int = 20, height: int = 32, classes: int = 100, filters: 
     logits = layers.Dense(classes, name="logits")(x)
     out = layers.Softmax(name="probs")(logits)
     return keras.Model(inp, out, name="digits_c100")
+
+
+def logits_model(model: Any) -> Any:
+    """The same network without its softmax (for out-of-fold logits and temperature fitting)."""
+    import keras
+
+    return keras.Model(model.input, model.get_layer("logits").output)
+
+
+def with_temperature(model: Any, temperature: float) -> Any:
+    """The trained network with its logits divided by ``temperature`` before the softmax, so the
+    exported int8 model gives calibrated probabilities and the device code needs no change."""
+    import keras
+    from keras import layers
+
+    logits = model.get_layer("logits").output
+    scaled = layers.Rescaling(1.0 / float(temperature), name="temperature")(logits)
+    return keras.Model(model.input, layers.Softmax(name="probs")(scaled), name=model.name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
@@ -14,6 +15,7 @@ from pydantic import ValidationError
 from contract.settings import plain_errors
 from edge.calibrate.aiotedge import check_marks, read_aiotedge_config
 from edge.calibrate.align import Aligner, AlignError, crop_rois, rotate_image
+from edge.calibrate.check import WindowCheck, check_windows, resolve_value
 from edge.calibrate.layout import (
     AlignSettings,
     Anchor,
@@ -26,6 +28,8 @@ from edge.calibrate.layout import (
 )
 from edge.calibrate.picture import CropReading, render_picture
 from edge.images import ImageRefused, read_bgr
+from edge.reading.model import Decision
+from edge.reading.rules import Rules
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +44,45 @@ def picture_path_for(out: Path) -> Path:
     return out.with_suffix(".png")
 
 
-def read_model(crops: list[np.ndarray], model: Path | None) -> tuple[list[CropReading] | None, str]:
-    """Classify the crops with the digit model, or say why it could not be used (never raises)."""
+@dataclass
+class ModelReading:
+    """What the digit model makes of the windows: per-window readings, the window checks, and the value
+    `meter-edge read` would resolve from them (None when the model could not be used)."""
+
+    readings: list[CropReading] | None
+    note: str
+    checks: list[WindowCheck] = field(default_factory=list)
+    decision: Decision | None = None
+
+
+def read_model(image: np.ndarray, crops: list[np.ndarray], rois: list[Roi], model: Path | None,
+               rules: Rules) -> ModelReading:
+    """Classify the crops, check the windows, resolve the value; or say why the model could not be
+    used (never raises: a missing model or runtime must not stop a calibration)."""
     try:
         from edge.infer import DigitModel
 
         clf = DigitModel(model)
         preds = clf.classify(crops)
-    except Exception as exc:  # a missing model or runtime must not stop a calibration
+        checks = check_windows(image, rois, clf, own=preds)
+    except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return None, f"model not available: {reason}"
+        return ModelReading(None, f"model not available: {reason}")
     readings = [CropReading(p.digit, p.value, p.confidence) for p in preds]
-    return readings, f"model {clf.model_id} ({clf.path.name}), confidence threshold {clf.threshold:.2f}"
+    note = f"model {clf.model_id} ({clf.path.name}), confidence threshold {clf.threshold:.2f}"
+    return ModelReading(readings, note, checks, resolve_value(preds, rules))
+
+
+def reading_rules(config_path: Path | None, decimals: int) -> tuple[Rules, str | None]:
+    """The reading rules `meter-edge read` would use (config/edge.toml when present), or the defaults
+    with a note when the config cannot be loaded."""
+    from contract.settings import ConfigError
+    from edge.config import load_edge_config
+
+    try:
+        return Rules.from_config(load_edge_config(config_path).reading, decimals), None
+    except ConfigError as exc:
+        return Rules(decimals=decimals), f"edge config not loaded ({exc}); the value uses the default reading rules"
 
 
 def _fail(message: str) -> click.ClickException:
@@ -81,8 +112,13 @@ def _fail(message: str) -> click.ClickException:
               help="The layout file to write (the reference image and picture go beside it).")
 @click.option("--model", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Digit model (.tflite) for the picture's readings; default: the bundled one.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Edge config whose reading rules resolve the value [default: config/edge.toml when present].")
+@click.option("--force", is_flag=True,
+              help="Write the layout even when a window is not on a digit (the warnings stay).")
 def calibrate(image_path: Path, rois: str | None, decimals: int | None, unit: str, rotate_deg: float | None,
-              aiotedge: Path | None, auto: bool, n_digits: int | None, out: Path, model: Path | None) -> None:
+              aiotedge: Path | None, auto: bool, n_digits: int | None, out: Path, model: Path | None,
+              config_path: Path | None, force: bool) -> None:
     """Write a layout (where the digits are) from one frame, and a picture to check it.
 
     \b
@@ -91,6 +127,12 @@ def calibrate(image_path: Path, rois: str | None, decimals: int | None, unit: st
       OUT-stem.reference.png   the frame every later photo is aligned to
       OUT-stem.png             the frame with numbered windows and, under it, each window enlarged
                                with what the digit model reads there: check it before leaving.
+
+    \b
+    Each window is checked with the digit model: a window that reads N, or whose digit reads best
+    well to one side, is not on a digit. It is drawn red, warned about, and the layout is NOT written
+    (exit status 1) unless --force; the picture is always written. The value printed is the one
+    `meter-edge read` would resolve from these wheels (rolling wheels settled from the lower ones).
 
     \b
     Examples:
@@ -166,8 +208,59 @@ def calibrate(image_path: Path, rois: str | None, decimals: int | None, unit: st
     except AlignError as exc:
         raise _fail(str(exc)) from exc
 
+    crops = crop_rois(image, layout)
+    rules, rules_note = reading_rules(config_path, layout.decimals)
+    if rules_note:
+        notes.append(rules_note)
+    result = read_model(image, crops, digits, model, rules)
+    problems = [c.problem for c in result.checks] if result.checks else None
+    title = f"{out.name}: {len(digits)} digits, {layout.decimals} after the point, unit {unit}"
+    if rotation:
+        title += f", frames rotated {rotation:g} deg first"
+    value_line = ""
+    if result.decision is not None:
+        d = result.decision
+        value_line = (f"read would give: {d.value} {unit}" if d.value is not None
+                      else f"read would give no value: {d.reason}")
+    bad = [c for c in result.checks if not c.ok]
+    if bad:
+        value_line = f"{len(bad)} WINDOW(S) NOT ON A DIGIT (red)" + (f"; {value_line}" if value_line else "")
+    picture = render_picture(image, digits, decimals=layout.decimals, anchors=anchors, readings=result.readings,
+                             model_note=result.note, title=title, problems=problems, value_line=value_line)
+    pic_path = picture_path_for(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(pic_path), picture):
+            raise OSError(f"cannot write {pic_path} (disk full or no permission?)")
+    except (OSError, cv2.error) as exc:
+        what = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise _fail(f"cannot write the layout to {out}: {what}; pass --out a path in a folder you can write "
+                    "(not under a file)") from None
+
+    for note in notes:
+        click.secho(f"warning: {note}", fg="yellow", err=True)
+    if result.readings is not None:
+        shown = "".join(r.text().split()[0] for r in result.readings)
+        click.echo(f"the model reads per wheel: {shown[: len(shown) - layout.decimals]}"
+                   + (f".{shown[len(shown) - layout.decimals:]}" if layout.decimals else ""))
+        resolved = result.decision
+        if resolved is not None and resolved.value is not None:
+            click.echo(f"read would give: {resolved.value} {unit} ({resolved.status})")
+        elif resolved is not None:
+            click.secho(f"read would give no value: {resolved.reason}", fg="yellow", err=True)
+    else:
+        click.secho(f"{result.note}; the windows were not checked", fg="yellow", err=True)
+    for c in bad:
+        click.secho(f"WARNING: {c.problem}", fg="red", bold=True, err=True)
+    if bad and not force:
+        click.echo(f"picture:   {pic_path}  <- open it: the red windows are not on a digit")
+        raise _fail(f"{len(bad)} of {len(digits)} digit windows are not on a digit, so the layout was NOT "
+                    f"written: fix the ROIs (see {pic_path.name}), or pass --force to write it anyway")
+    if bad:
+        click.secho(f"--force: writing the layout although {len(bad)} window(s) are not on a digit",
+                    fg="red", err=True)
+
+    try:
         tmp = ref_path.with_name(ref_path.name + ".tmp.png")
         if not cv2.imwrite(str(tmp), image):
             raise OSError(f"cannot write {tmp} (disk full or no permission?)")
@@ -177,26 +270,6 @@ def calibrate(image_path: Path, rois: str | None, decimals: int | None, unit: st
         what = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise _fail(f"cannot write the layout to {out}: {what}; pass --out a path in a folder you can write "
                     "(not under a file)") from None
-
-    crops = crop_rois(image, layout)
-    readings, model_note = read_model(crops, model)
-    title = f"{out.name}: {len(digits)} digits, {layout.decimals} after the point, unit {unit}"
-    if rotation:
-        title += f", frames rotated {rotation:g} deg first"
-    picture = render_picture(image, digits, decimals=layout.decimals, anchors=anchors, readings=readings,
-                             model_note=model_note, title=title)
-    pic_path = picture_path_for(out)
-    if not cv2.imwrite(str(pic_path), picture):
-        raise _fail(f"cannot write {pic_path} (disk full or no permission?)")
-
-    for note in notes:
-        click.secho(f"warning: {note}", fg="yellow", err=True)
-    if readings is not None:
-        shown = "".join(r.text().split()[0] for r in readings)
-        click.echo(f"the model reads: {shown[: len(shown) - layout.decimals]}"
-                   + (f".{shown[len(shown) - layout.decimals:]}" if layout.decimals else "") + f" {unit}")
-    else:
-        click.secho(model_note, fg="yellow", err=True)
     click.echo(f"layout:    {out}")
     click.echo(f"reference: {ref_path}")
     click.echo(f"picture:   {pic_path}  <- open it: each number's box must hold one whole digit")

@@ -13,12 +13,17 @@ import numpy as np
 from edge.infer.preprocess import to_model_input
 
 
-def geometric(img: np.ndarray, rng: np.random.Generator, out_h: int = 32, strong: bool = False) -> np.ndarray:
+def geometric(img: np.ndarray, rng: np.random.Generator, out_h: int = 32, strong: bool = False,
+              zoom_out: float = 0.0) -> np.ndarray:
     """Small rotation, horizontal shift, crop aspect change and at most ~1 model pixel vertical shift.
 
     ``strong`` (the v2 recipe): a window misplaced by up to 15 % of its width, a wider range of digit
-    sizes in the window, and a camera not square to the counter (perspective).
+    sizes in the window, and a camera not square to the counter (perspective). ``zoom_out``: the
+    share of crops whose digit is shrunk to 60–90 % (a window drawn generously around the digit;
+    the neighbours above and below are mirrored in, as a wheel shows them).
     """
+    if zoom_out > 0 and rng.random() < zoom_out:
+        img = shrink(img, rng)
     h, w = img.shape[:2]
     if rng.random() < (0.15 if strong else 0.25):
         return img
@@ -92,14 +97,14 @@ def photometric(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def augmented_batch(
     crops: list[np.ndarray], rng: np.random.Generator, width: int, height: int, color: str = "RGB",
-    strong: bool = False, keep: np.ndarray | None = None,
+    strong: bool = False, keep: np.ndarray | None = None, zoom_out: float = 0.0,
 ) -> np.ndarray:
     """Augment BGR crops and run them through the shared preprocessing into a float batch.
 
     ``strong``: the v2 recipe (see :func:`geometric`, :func:`recolour`). Crops where ``keep`` is True
     get no geometry (a misplaced window made on purpose must stay misplaced).
     """
-    moved = [blur(c if (keep is not None and keep[i]) else geometric(c, rng, height, strong), rng)
+    moved = [blur(c if (keep is not None and keep[i]) else geometric(c, rng, height, strong, zoom_out), rng)
              for i, c in enumerate(crops)]
     x = to_model_input(moved, width, height, color)
     if strong:
@@ -146,6 +151,13 @@ def destroy(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 # ---------------------------------------------------------------- v2: a wider range of meters
 
 
+def shrink(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    h, w = img.shape[:2]
+    s = rng.uniform(0.6, 0.9)
+    m = np.array([[s, 0, (1 - s) * w / 2], [0, s, (1 - s) * h / 2]], np.float32)
+    return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT_101)
+
+
 def perspective(img: np.ndarray, rng: np.random.Generator, amount: float = 0.06) -> np.ndarray:
     """A camera not square to the counter: each corner moves by up to ``amount`` of the crop size
     (less vertically, where a shift would change the wheel's position)."""
@@ -187,18 +199,19 @@ def straddle(left: np.ndarray, right: np.ndarray, rng: np.random.Generator) -> n
     return strip[:, off : off + w].copy()
 
 
-def zoomed_out(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def zoomed_out(img: np.ndarray, rng: np.random.Generator, small: bool = True) -> np.ndarray:
     """A window far too large or too small for the digit (a wrong ROI size): a digit at 35–55 % of
-    the window on a body colour, or a 2.2–3× enlarged slice of it."""
+    the window on a body colour (only when ``small``: some real windows are drawn that generously),
+    or a 2.2–3× enlarged slice of it."""
     h, w = img.shape[:2]
-    if rng.random() < 0.5:
+    if rng.random() < 0.5 and small:
         s = rng.uniform(0.35, 0.55)
-        small = cv2.resize(img, (max(2, int(w * s)), max(2, int(h * s))), interpolation=cv2.INTER_AREA)
+        tiny = cv2.resize(img, (max(2, int(w * s)), max(2, int(h * s))), interpolation=cv2.INTER_AREA)
         out = np.empty_like(img)
         out[:] = rng.integers(0, 256, 3).astype(np.uint8)
-        y = int(rng.integers(0, h - small.shape[0] + 1))
-        x = int(rng.integers(0, w - small.shape[1] + 1))
-        out[y : y + small.shape[0], x : x + small.shape[1]] = small
+        y = int(rng.integers(0, h - tiny.shape[0] + 1))
+        x = int(rng.integers(0, w - tiny.shape[1] + 1))
+        out[y : y + tiny.shape[0], x : x + tiny.shape[1]] = tiny
         return out
     s = rng.uniform(2.2, 3.0)
     ch, cw = max(2, int(h / s)), max(2, int(w / s))

@@ -36,7 +36,7 @@ from edge.infer.decode import decode_positions, position_to_reading, softmax
 from edge.infer.preprocess import to_model_input
 from training.data import DigitSet, digits_dir, soft_targets
 from training.metrics import outcome_arrays, summarize
-from training.recipe import RECIPES, SHIPPED
+from training.recipe import RECIPES, SHIPPED, Recipe
 
 log = logging.getLogger("training.cv")
 
@@ -169,7 +169,9 @@ def load_folds(out_dir: Path) -> dict[str, dict[str, np.ndarray]]:
             for p in sorted(out_dir.glob("fold-*.npz")) if not p.name.endswith(".int8.npz")}
 
 
-def report(out_dir: Path, recipe_name: str, *, use_int8: bool = False) -> dict[str, Any]:
+def report(out_dir: Path, recipe: Recipe, *, use_int8: bool = False, threshold: float | None = None) -> dict[str, Any]:
+    """The table of finished folds. ``threshold``: use this one instead of choosing it (the int8
+    table is scored at the threshold chosen on the float predictions, which is the one shipped)."""
     folds = load_folds(out_dir)
     if not folds:
         raise SystemExit(f"no finished folds in {out_dir}")
@@ -205,8 +207,8 @@ def report(out_dir: Path, recipe_name: str, *, use_int8: bool = False) -> dict[s
     for th in THRESHOLDS:
         s = summarize({k: v[water] for k, v in outcomes(p_all, truth, th).items()})
         sweep.append({"threshold": th, **s, "cost": WRONG_COST * s["wrong_confident"] + s["held"]})
-    best = min(sweep, key=lambda r: (round(r["cost"], 9), r["threshold"]))
-    threshold = float(best["threshold"])
+    if threshold is None:
+        threshold = float(min(sweep, key=lambda r: (round(r["cost"], 9), r["threshold"]))["threshold"])
 
     oc = outcomes(p_all, truth, threshold)
     oc_raw = outcomes(np.concatenate(list(raw.values())), truth, threshold)
@@ -236,8 +238,8 @@ def report(out_dir: Path, recipe_name: str, *, use_int8: bool = False) -> dict[s
 
     water_rows = [r for r in per_group if is_water(r["group"])]
     result = {
-        "recipe": RECIPES[recipe_name].describe() if recipe_name in RECIPES else {"name": recipe_name},
-        "epochs": RECIPES[recipe_name].epochs if recipe_name in RECIPES else None,
+        "recipe": recipe.describe(),
+        "epochs": recipe.epochs,
         "evaluated": "int8 through edge.infer" if use_int8 else "float (Keras)",
         "temperature": t_global, "threshold": threshold,
         "folds": per_fold, "groups": per_group,
@@ -331,15 +333,17 @@ def main(argv: list[str] | None = None) -> int:
                 log.info("fold %s already done, skipped", name)
                 continue
             run_fold(name, FOLDS[name], pool, sim, recipe, out_dir, args.threads)
-        r = report(out_dir, recipe.name)
+        r = report(out_dir, recipe)
         if args.int8:
             for name in names:
                 if not (out_dir / f"fold-{name}.int8.npz").is_file():
                     fold_t = next(f["temperature"] for f in r["folds"] if f["fold"] == name)
                     int8_fold(name, out_dir, fold_t, pool, FOLDS[name])
-            r = report(out_dir, recipe.name, use_int8=True)
+            r = report(out_dir, recipe, use_int8=True, threshold=r["threshold"])
     else:
-        r = report(out_dir, recipe.name, use_int8=args.int8)
+        r = report(out_dir, recipe)
+        if args.int8:
+            r = report(out_dir, recipe, use_int8=True, threshold=r["threshold"])
     print_report(r)
     return 0
 

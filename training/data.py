@@ -55,14 +55,16 @@ def read_rows(root: Path | None = None) -> list[dict[str, str]]:
 
 
 def load_split(
-    split: str, *, root: Path | None = None, limit: int | None = None, seed: int = 0, with_n: bool = False
+    split: str | tuple[str, ...], *, root: Path | None = None, limit: int | None = None, seed: int = 0,
+    with_n: bool = False,
 ) -> DigitSet:
-    """Load one split. ``N`` crops (no position) are left out unless ``with_n``.
+    """Load one split (or several). ``N`` crops (no position) are left out unless ``with_n``.
 
     ``limit`` keeps a random, seeded subset (for smoke tests and quick runs).
     """
     root = root or digits_dir()
-    rows = [r for r in read_rows(root) if r["split"] == split and (with_n or r["label"] != "N")]
+    splits = (split,) if isinstance(split, str) else split
+    rows = [r for r in read_rows(root) if r["split"] in splits and (with_n or r["label"] != "N")]
     if limit is not None and limit < len(rows):
         rng = np.random.default_rng(seed)
         keep = sorted(rng.choice(len(rows), size=limit, replace=False).tolist())

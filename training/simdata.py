@@ -4,6 +4,7 @@ between two wheels (a misplaced layout) that must read N."""
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -36,6 +37,7 @@ def simulated_crops(n: int, seed: int) -> DigitSet:
     return out
 
 
+@lru_cache(maxsize=4)
 def simulated_misplaced(n: int, seed: int) -> list[np.ndarray]:
     """``n`` windows of simulated meters shifted sideways by 35–65 % of the wheel pitch (half of one
     wheel, the gap, half of the next), or far too large; deterministic for a seed."""

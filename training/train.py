@@ -67,7 +67,7 @@ def batches(
             peers = by_group[data.groups[i]]
             return straddle(img, data.images[peers[int(rng.integers(len(peers)))]], rng)
         if r < 0.9:
-            return zoomed_out(img, rng)
+            return zoomed_out(img, rng, small=recipe.small_flat)
         return foreign(img.shape[0], img.shape[1], rng)
 
     def work() -> None:
@@ -80,7 +80,8 @@ def batches(
                 moved = (r >= recipe.trouble) & (r < recipe.trouble + recipe.misplaced)
                 crops = [destroy(data.images[i], rng) if b else misplaced(i, rng) if m else data.images[i]
                          for i, b, m in zip(idx, bad, moved, strict=True)]
-                x = augmented_batch(crops, rng, WIDTH, HEIGHT, COLOR, strong=recipe.strong, keep=moved)
+                x = augmented_batch(crops, rng, WIDTH, HEIGHT, COLOR, strong=recipe.strong, keep=moved,
+                                    zoom_out=recipe.zoom_out)
                 y = targets[idx].copy()
                 y[bad | moved] = flat
                 q.put((x, y))
@@ -100,9 +101,7 @@ def load_pool(root: Path, recipe: Recipe, *, limit: int | None = None, splits: t
               ) -> tuple[DigitSet, list[str]]:
     """Every labelled crop of ``splits`` (N crops have no position and are left out); returns the set
     and the list of real image files (for the fingerprint)."""
-    pool = DigitSet()
-    for split in splits:
-        pool.extend(load_split(split, root=root, limit=limit if split == "train" else None, seed=recipe.seed))
+    pool = load_split(splits, root=root, limit=limit, seed=recipe.seed)
     return pool, list(pool.files)
 
 
@@ -169,7 +168,7 @@ def sidecar_for(recipe: Recipe, *, temperature: float, threshold: float, fp: str
                                  "scaling on out-of-fold predictions, baked into the model)",
                    "confidence_threshold": threshold},
         "training": {"data": f"{DATA_SOURCE}, splits train + val", "data_fingerprint": fp,
-                     "real_crops": n_real, "simulated_crops": n_sim, "recipe": recipe.describe(),
+                     "train_crops": n_real, "simulated_crops": n_sim, "recipe": recipe.describe(),
                      "temperature": temperature, "parameters": params, "tensorflow": tf_version,
                      "seconds": round(seconds)},
         "metrics": {"protocol": "grouped cross-validation, whole meters left out (training/cv.py, docs/model.md)",
@@ -183,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recipe", default=SHIPPED, choices=sorted(RECIPES), help="training recipe (training/recipe.py)")
     ap.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     ap.add_argument("--seed", type=int, default=None, help="override the recipe's seed")
-    ap.add_argument("--limit", type=int, default=None, help="use a random subset of N train crops (smoke runs)")
+    ap.add_argument("--limit", type=int, default=None, help="use a random subset of N labelled crops (smoke runs)")
     ap.add_argument("--val-limit", type=int, default=None, help="check the int8 model on N val crops (default all)")
     ap.add_argument("--sim", type=int, default=None, help="override the recipe's simulated crops (0: none)")
     ap.add_argument("--cv", type=Path, default=Path(__file__).with_name("cv_result.json"),

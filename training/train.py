@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tflite = to_int8_tflite(shipped, calibration)
     fp = fingerprint(root, real_files, extra=f"sim:{len(sim)}:seed{recipe.sim_seed}:recipe:{recipe.describe()}")
-    keep = ("folds", "groups", "water", "all", "temperature", "threshold", "epochs")
+    keep = ("evaluated", "folds", "groups", "water", "all", "temperature", "threshold", "epochs")
     summary: dict[str, Any] = {k: cv[k] for k in keep if k in cv}
     sidecar = sidecar_for(recipe, temperature=temperature, threshold=threshold, fp=fp, n_real=len(real_files),
                           n_sim=len(sim), params=int(model.count_params()), seconds=time.time() - t0,

@@ -134,8 +134,10 @@ def test_cli_from_aiotedge_plus_extra_rois(tmp_path: Path, demo_dir: Path) -> No
 def test_cli_from_aiotedge_warns_about_a_raw_frame(tmp_path: Path, demo_dir: Path) -> None:
     code, output = run("--from-aiotedge", str(demo_dir / "config.ini"), "--image", str(demo_dir / "530.07077.jpg"),
                        "--out", str(tmp_path / "layout.toml"))
-    assert code == 0, output
     assert "pass the device's reference.jpg" in output
+    # on the unrotated frame the imported window is not on the digit either: refused without --force
+    assert code != 0 and "not on a digit" in output, output
+    assert not (tmp_path / "layout.toml").exists()
 
 
 def test_cli_from_aiotedge_default_config(tmp_path: Path, default_dir: Path) -> None:

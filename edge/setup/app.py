@@ -52,6 +52,11 @@ class Windows(BaseModel):
     decimals: int = Field(0, ge=0, le=8)
 
 
+class CaptureRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    led: bool = True
+
+
 def binding_request(device_id: str) -> str:
     """What the operator needs to bind this device (the fields in capitals are theirs to fill in)."""
     return f'meter-bridge bind {device_id} --meter SERIAL --kind cold|hot --payer CODE --address "ADDRESS"'
@@ -73,11 +78,13 @@ class SetupState:
         self.frame: np.ndarray | None = None
         self._model: Any = None
 
-    def capture(self) -> np.ndarray:
+    def capture(self, led: bool = True) -> np.ndarray:
+        """A new frame as the agent takes it; `led=False` leaves the flash LED off (to see what it changes)."""
         from edge.capture.cli import take_frame
 
+        cfg = self.cfg if led else self.cfg.model_copy(update={"led": self.cfg.led.model_copy(update={"pin": 0})})
         with self.lock:
-            self.frame = take_frame(self.cfg, self.pin_factory).image
+            self.frame = take_frame(cfg, self.pin_factory).image
             return self.frame
 
     def current(self) -> np.ndarray:
@@ -153,8 +160,13 @@ def create_app(state: SetupState) -> Starlette:
         from contract.settings import ConfigError
         from edge.capture import CaptureError, EndOfFrames
 
+        body = await request.body()
         try:
-            img = state.capture()
+            led = CaptureRequest.model_validate_json(body or b"{}").led
+        except ValidationError:
+            return JSONResponse({"error": 'expected {"led": true|false}'}, status_code=422)
+        try:
+            img = state.capture(led)
         except (ConfigError, CaptureError, EndOfFrames) as exc:
             return JSONResponse({"error": f"capture failed: {exc}"}, status_code=503)
         return JSONResponse({"width": img.shape[1], "height": img.shape[0]})

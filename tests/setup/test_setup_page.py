@@ -150,3 +150,18 @@ def test_propose_drag_test_and_save_in_a_browser(browser: Any, served: tuple[str
         assert cfg.layout.with_suffix(".png").is_file()
     finally:
         page.close()
+
+
+def test_capture_with_the_led_and_without(tmp_path: Path) -> None:
+    from gpiozero.pins.mock import MockFactory
+
+    cfg = EdgeConfig(device_id="flat-12-cold", state_dir=tmp_path / "state", layout=tmp_path / "layout.toml",
+                     led={"pin": 17, "warmup_s": 0.0})  # type: ignore[arg-type]
+    factory = MockFactory()
+    with TestClient(create_app(SetupState(cfg, PIN, pin_factory=factory))) as c:
+        c.post("/login", data={"pin": PIN})
+        assert c.post("/capture", json={"led": True}).json() == {"width": 640, "height": 480}
+        factory.pin(17).assert_states([False, True, False])
+        assert c.post("/capture", json={"led": False}).status_code == 200
+        factory.pin(17).assert_states([False, True, False])  # not lit again
+        assert c.post("/capture", json={"led": "yes"}).status_code == 422

@@ -3,7 +3,6 @@ laptop's size: propose, drag a window, test-read and save, on the simulator came
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import time
@@ -21,7 +20,6 @@ from starlette.testclient import TestClient
 from edge.config import EdgeConfig
 from edge.setup.app import MAX_PIN_FAILURES, SetupState, create_app
 
-BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 PIN = "12345678"
 
 
@@ -86,21 +84,6 @@ def served(tmp_path: Path) -> Iterator[tuple[str, EdgeConfig]]:
         server.should_exit = True
         thread.join(10)
         sock.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("Debian's chromium is not installed")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, args=BROWSER_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
 
 @pytest.mark.parametrize("size", [{"width": 390, "height": 844}, {"width": 1280, "height": 800}],
                          ids=["phone", "laptop"])

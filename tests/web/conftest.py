@@ -3,7 +3,6 @@ Chromium (Debian's `chromium` through Playwright), one per test module."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,22 +12,6 @@ from web_helpers import NOW, World, make_config, seed, serve
 
 from cloud_bridge.config import BridgeConfig
 from cloud_bridge.store import open_store
-
-BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("Debian's chromium is not installed (make install-system installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, args=BROWSER_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 class Portal:

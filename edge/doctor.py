@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -189,10 +188,7 @@ class _Probe:
     """One MQTT 5 connection as the device: the agent's client id, account and TLS; never acks what it gets."""
 
     def __init__(self, cfg: EdgeConfig) -> None:
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-
-        from edge.transport.mqtt import credentials
+        from edge.transport.mqtt import device_client
 
         self.cfg = cfg
         self.connected = threading.Event()
@@ -203,16 +199,7 @@ class _Probe:
         self.sent = threading.Event()
         self.sent_seq: int | None = None
         self.lock = threading.Condition()
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cfg.device_id, protocol=mqtt.MQTTv5,
-                        manual_ack=True)
-        username, password = credentials(cfg.mqtt, cfg.device_id)
-        if username is not None:
-            c.username_pw_set(username, password)
-        if cfg.mqtt.ca_file:
-            try:
-                c.tls_set(ca_certs=cfg.mqtt.ca_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigError(f"mqtt.ca_file: cannot load CA certificate {cfg.mqtt.ca_file}: {exc}") from None
+        c = device_client(cfg.mqtt, cfg.device_id, manual_ack=True)
         c.on_connect = self._on_connect
         c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect

@@ -78,6 +78,21 @@ def credentials(cfg: MqttConfig, device_id: str) -> tuple[str | None, str | None
     return username, password
 
 
+def device_client(cfg: MqttConfig, device_id: str, *, manual_ack: bool = False) -> mqtt.Client:
+    """An MQTT 5 client logged in as the device: its id as client id, its account, TLS when `ca_file` is set.
+    The agent's session and `meter-edge doctor` both connect through this, so they cannot drift apart."""
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack)
+    username, password = credentials(cfg, device_id)
+    if username is not None:
+        c.username_pw_set(username, password)
+    if cfg.ca_file:
+        try:
+            c.tls_set(ca_certs=cfg.ca_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"mqtt.ca_file: cannot load CA certificate {cfg.ca_file}: {exc}") from None
+    return c
+
+
 def _reason_text(rc: ReasonCode | int) -> str:
     if isinstance(rc, ReasonCode):
         return f"{rc.getName()} (0x{rc.value:02x})"
@@ -98,15 +113,7 @@ class MqttLink:
         self.client = self._build()
 
     def _build(self) -> mqtt.Client:
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.device_id, protocol=mqtt.MQTTv5)
-        username, password = credentials(self.cfg, self.device_id)
-        if username is not None:
-            c.username_pw_set(username, password)
-        if self.cfg.ca_file:
-            try:
-                c.tls_set(ca_certs=self.cfg.ca_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigError(f"mqtt.ca_file: cannot load CA certificate {self.cfg.ca_file}: {exc}") from None
+        c = device_client(self.cfg, self.device_id)
         c.will_set(topics.status(self.device_id), OFFLINE, qos=1, retain=True)
         c.reconnect_delay_set(self.cfg.reconnect_min_s, self.cfg.reconnect_max_s)
         # paho holds what is in flight across a reconnect and resends it itself; leave room beyond the

@@ -58,25 +58,6 @@ def test_a_bad_set_value_is_refused_and_bad_stored_state_does_not_brick_the_agen
     assert st is not None and not str(st.get("previous_at", "")).startswith("0001")
 
 
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Any:
-    """A real 1 MiB file system (tmpfs; needs root, else skipped) for the device's state_dir."""
-    import os
-    import subprocess
-
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
 class EightWheelReader:
     """A reading the size of a real one (8 wheels), rising by 0.001 m³ a cycle."""
 
@@ -105,14 +86,14 @@ class EightWheelReader:
         pass
 
 
-def test_a_full_device_disk_with_the_broker_away_keeps_the_newest(small_fs: Path) -> None:
+def test_a_full_device_disk_with_the_broker_away_keeps_the_newest(tiny_fs: Path) -> None:
     """Issue 20, item 2: before, 74 of 3,000 stored and 2,926 lost (every DELETE failed too: the WAL held
     everything). Now every reading is stored; the oldest are dropped and counted, the newest kept."""
     from edge.agent.core import Agent
     from edge.config import EdgeConfig
 
     n = 1500
-    cfg = EdgeConfig(device_id="dev-full", state_dir=small_fs / "state", interval_s=0.001, telemetry_interval_s=600,
+    cfg = EdgeConfig(device_id="dev-full", state_dir=tiny_fs / "state", interval_s=0.001, telemetry_interval_s=600,
                      ack_timeout_s=30, drain_timeout_s=0.1,
                      mqtt={"host": "127.0.0.1", "port": 9, "reconnect_min_s": 60, "reconnect_max_s": 60})
     agent = Agent(cfg, EightWheelReader)

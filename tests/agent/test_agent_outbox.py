@@ -147,25 +147,6 @@ def test_disk_full_with_nothing_to_drop_raises_outboxfull(tmp_path: Path) -> Non
     assert ob.integrity_check() == "ok"
 
 
-@pytest.fixture
-def tiny_fs(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A real 1 MiB file system (tmpfs; needs root, else the test is skipped)."""
-    import os
-    import subprocess
-
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root; the max_page_count tests cover the same logic")
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
 def test_a_really_full_disk_keeps_the_newest_and_the_file_sound(tiny_fs: Path) -> None:
     ob = Outbox(tiny_fs)
     state = {"previous": "00123.456", "pad": "z" * 200}

@@ -12,7 +12,7 @@ from contract.lazycli import LazyGroup
 
 COMMANDS = {
     "db": ("cloud_bridge.store.cli:db", "Database migrations (db upgrade)."),
-    "devices": ("cloud_bridge.registry.cli:devices", "Add and list devices (creates broker accounts)."),
+    "devices": ("cloud_bridge.registry.cli:devices", "Devices: add, list, show, unbind, retire, replace."),
     "bind": ("cloud_bridge.registry.cli:bind", "Bind a device to a meter and a payer code."),
     "rebind": ("cloud_bridge.registry.cli:rebind", "Close a device's binding and open a new one."),
     "accounts": ("cloud_bridge.accounts.cli:accounts", "Broker accounts: operator, homeassistant, bridge."),

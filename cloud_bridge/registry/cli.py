@@ -45,7 +45,7 @@ def _print_json(data: Any) -> None:
 
 @click.group("devices")
 def devices() -> None:
-    """Add devices (each gets its own broker account) and list them."""
+    """Devices: add them (each gets its own broker account), list them, and unbind, retire or replace one."""
 
 
 @devices.command("add")

@@ -94,7 +94,9 @@ def test_propose_drag_test_and_save_in_a_browser(browser: Any, served: tuple[str
     try:
         page.goto(url)
         page.fill("input[name=pin]", PIN)
-        page.click("button[type=submit]")
+        with page.expect_navigation():
+            page.click("button[type=submit]")
+        page.wait_for_load_state("load")  # a screenshot taken mid-layout decodes as nothing
         qr = cv2.imdecode(np.frombuffer(page.locator("#bind-qr svg").screenshot(), np.uint8), cv2.IMREAD_COLOR)
         qr = cv2.resize(cv2.copyMakeBorder(qr, 20, 20, 20, 20, cv2.BORDER_CONSTANT, value=(255, 255, 255)), None,
                         fx=3, fy=3, interpolation=cv2.INTER_NEAREST)

@@ -152,12 +152,14 @@ def test_a_really_full_disk_keeps_the_newest_and_the_file_sound(tiny_fs: Path) -
     state = {"previous": "00123.456", "pad": "z" * 200}
     results: list[int] = []
     full = 0
+    reported_full = False  # `disk_full` clears again after FULL_STREAK readings fit, so watch it throughout
     for _ in range(6000):
         try:
             results.append(ob.add(draft(), state).seq)
         except OutboxFull:
             full += 1
-    assert ob.disk_full or full
+        reported_full = reported_full or ob.disk_full
+    assert reported_full or full
     assert ob.dropped() > 0, "the disk never filled up"
     pending = [r.seq for r in ob.next_to_publish(limit=100_000)]
     assert pending[-1] == results[-1], "the newest reading must be kept"

@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS ?= edge,cloud,dev
+EXTRAS ?= edge,cloud,photo,dev
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 comma := ,
 
@@ -41,7 +41,7 @@ $(STAMP): pyproject.toml
 
 # The tests include a one-epoch training smoke run, so they install TensorFlow too (never the device).
 install-train:
-	@$(MAKE) --no-print-directory install EXTRAS=edge,cloud,dev,train
+	@$(MAKE) --no-print-directory install EXTRAS=edge,cloud,photo,dev,train
 
 demo: install
 	$(BIN)/python -m demo.run
@@ -56,7 +56,7 @@ test: install-train
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy contract edge cloud_bridge training bench demo
+	$(BIN)/mypy contract meter_vision edge cloud_bridge training bench demo
 
 train: install-train
 	$(BIN)/python -m training.train --out models/

@@ -21,14 +21,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.calibrate.align import Aligner, rotation_matrix, transform_points
-from edge.calibrate.auto import NoCounterFound, Proposal, propose_windows
+from edge.calibrate.align import Aligner
 from edge.calibrate.examples import AIOTEDGE_DEMO_ROIS, AIOTEDGE_DEMO_ROTATION, aiotedge_demo_layout
-from edge.calibrate.layout import Roi, load_layout, parse_rois
+from edge.calibrate.layout import load_layout, parse_rois
 from edge.capture.simulator.faults import Faults, Glare
 from edge.capture.simulator.meter import ROIS, MeterStyle, render_frame, wheel_positions
-from edge.images import read_bgr
-from edge.infer import DigitModel
+from meter_vision.geometry import Roi, rotation_matrix, transform_points
+from meter_vision.images import read_bgr
+from meter_vision.infer import DigitModel
+from meter_vision.windows import NoCounterFound, Proposal, propose_windows
 
 DEFAULT_HAND = [Roi(x=294, y=126, w=30, h=54), Roi(x=343, y=126, w=30, h=54), Roi(x=391, y=126, w=30, h=54)]
 
@@ -45,7 +46,7 @@ def digits_read(model: DigitModel, image: np.ndarray, prop: Proposal) -> list[in
 
 
 def _preds(model: DigitModel, image: np.ndarray, prop: Proposal) -> list[Any]:
-    from edge.calibrate.align import rotate_image
+    from meter_vision.geometry import rotate_image
 
     straight = rotate_image(image, prop.rotation_deg) if prop.rotation_deg else image
     return list(model.classify([straight[r.y:r.y + r.h, r.x:r.x + r.w] for r in prop.rows]))

@@ -10,7 +10,7 @@ of them, so their figures flatter them). Speed and size are measured on the ship
 Every model runs in this process on the same runtime (ai_edge_litert) with the same thread count.
 Each anchor gets its own preprocessing (PIL bicubic resize to 20x32, RGB float 0..255, as its
 training code did) and decoding (from ``../shared/anchors/README.md``); ours goes through the device
-code (``edge.infer``). Writes a contact sheet of our errors and a confusion matrix into ``--out``.
+code (``meter_vision.infer``). Writes a contact sheet of our errors and a confusion matrix into ``--out``.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Any
 import click
 import numpy as np
 
-from edge.infer.backends import create_interpreter
-from edge.infer.model import DigitModel, bundled_model_path
+from meter_vision.infer.backends import create_interpreter
+from meter_vision.infer.model import DigitModel, bundled_model_path
 from training.data import DigitSet, digits_dir, load_split, shared_dir
 from training.metrics import outcome_arrays, summarize
 
@@ -366,7 +366,7 @@ def cv_table(console: Any, cv_path: Path, anchors: list[Runner], root: Path) -> 
 
     from rich.table import Table
 
-    from edge.infer.preprocess import decode_image
+    from meter_vision.infer.preprocess import decode_image
 
     if not cv_path.is_file():
         console.print(f"[yellow]no cross-validation result at {cv_path}: run python -m training.cv --int8[/]")

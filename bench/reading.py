@@ -294,7 +294,7 @@ def main(days: float, step_min: float, seeds: str, mix: str, model_path: Path | 
     from rich.progress import Progress
 
     from bench.crop_meter import NEAR, CropPool, crop_frames
-    from edge.infer import DigitModel
+    from meter_vision.infer import DigitModel
 
     console = Console() if sys.stdout.isatty() else Console(width=170)
     model = DigitModel(model_path)

@@ -59,7 +59,7 @@ State = Literal["settled", "outlier", "pending"]
 CARRY_EARLY = 8.5
 """The earliest a wheel's transfer pinion starts to move the wheel above (position of the lower wheel)."""
 CARRY_LATE = 9.5
-"""The latest it starts (same numbers as the device's wheel resolution, ``edge.reading.wheels``)."""
+"""The latest it starts (same numbers as the device's wheel resolution, ``meter_vision.wheels``)."""
 WHEEL_TOLERANCE = 0.45
 """How far (in digit positions) a wheel may stand off what the wheel below allows before the reading's
 wheels are called inconsistent: the model's position estimate is rough, a misplaced wheel is not."""

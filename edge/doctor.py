@@ -92,7 +92,7 @@ def check_disk(ctx: Context) -> Check:
 def check_model(ctx: Context) -> Check:
     import numpy as np
 
-    from edge.infer import DigitModel, InferenceError
+    from meter_vision.infer import DigitModel, InferenceError
 
     try:
         model = DigitModel(Path(ctx.cfg.model) if ctx.cfg.model else None)

@@ -38,7 +38,7 @@ class Prediction(Protocol):
 
 
 class Classifier(Protocol):
-    """What the pipeline needs of `edge.infer`'s model: all crops in one call, and an id for the Reading."""
+    """What the pipeline needs of `meter_vision.infer`'s model: all crops in one call, and an id for the Reading."""
 
     @property
     def model_id(self) -> str: ...

@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from edge.infer.preprocess import to_model_input
+from meter_vision.infer.preprocess import to_model_input
 
 
 def geometric(img: np.ndarray, rng: np.random.Generator, out_h: int = 32, strong: bool = False,

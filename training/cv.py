@@ -1,7 +1,7 @@
 """Grouped cross-validation of a training recipe: whole meters are left out, never single crops.
 
     python -m training.cv --recipe v2-wide --out bench-out/cv/v2-wide            # float, all folds
-    python -m training.cv --recipe v2-wide --out bench-out/cv/v2-wide --int8     # + int8 through edge.infer
+    python -m training.cv --recipe v2-wide --out bench-out/cv/v2-wide --int8     # + int8 through meter_vision.infer
     python -m training.cv --report bench-out/cv/v2-wide                          # table of a finished run
 
 Consecutive photos of one meter are near-identical, so a random split flatters a model. Each fold
@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from edge.infer.decode import decode_positions, position_to_reading, softmax
-from edge.infer.preprocess import to_model_input
+from meter_vision.infer.decode import decode_positions, position_to_reading, softmax
+from meter_vision.infer.preprocess import to_model_input
 from training.data import DigitSet, digits_dir, soft_targets
 from training.metrics import outcome_arrays, summarize
 from training.recipe import RECIPES, SHIPPED, Recipe
@@ -134,10 +134,10 @@ def run_fold(name: str, groups: tuple[str, ...], pool: DigitSet, sim: DigitSet, 
 
 def int8_fold(name: str, out_dir: Path, temperature: float, pool: DigitSet, groups: tuple[str, ...]) -> None:
     """Export the fold's model with its temperature to int8 and read its left-out crops through the
-    device code (edge.infer.DigitModel), as the device will."""
+    device code (meter_vision.infer.DigitModel), as the device will."""
     import keras
 
-    from edge.infer.model import DigitModel
+    from meter_vision.infer.model import DigitModel
     from training.export import to_int8_tflite, write_model
     from training.model import with_temperature
     from training.train import COLOR, HEIGHT, WIDTH
@@ -240,7 +240,7 @@ def report(out_dir: Path, recipe: Recipe, *, use_int8: bool = False, threshold: 
     result = {
         "recipe": recipe.describe(),
         "epochs": recipe.epochs,
-        "evaluated": "int8 through edge.infer" if use_int8 else "float (Keras)",
+        "evaluated": "int8 through meter_vision.infer" if use_int8 else "float (Keras)",
         "temperature": t_global, "threshold": threshold,
         "folds": per_fold, "groups": per_group,
         "water": {**agg(water_rows), "pooled": summarize({k: v[water] for k, v in oc.items()})},

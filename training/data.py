@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.infer.preprocess import decode_image
+from meter_vision.infer.preprocess import decode_image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.infer.preprocess import to_model_input
+from meter_vision.infer.preprocess import to_model_input
 from training.augment import augmented_batch, destroy, foreign, straddle, zoomed_out
 from training.data import DigitSet, digits_dir, fingerprint, load_split, sampling_weights, soft_targets
 from training.metrics import outcome_arrays, summarize
@@ -157,7 +157,8 @@ def sidecar_for(recipe: Recipe, *, temperature: float, threshold: float, fp: str
         "model_id": MODEL_ID,
         "input": {"width": WIDTH, "height": HEIGHT, "channels": 3, "layout": "NHWC", "color": COLOR,
                   "value_range": [0, 255], "dtype": "int8",
-                  "preprocess": "edge.infer.preprocess.to_model_input (BGR crop -> resize -> RGB float 0..255), "
+                  "preprocess": "meter_vision.infer.preprocess.to_model_input "
+                                "(BGR crop -> resize -> RGB float 0..255), "
                                 "then quantized with the input tensor's scale/zero point"},
         "output": {"kind": "probabilities", "classes": CLASSES, "dtype": "int8",
                    "class_values": [round(k / 10, 1) for k in range(CLASSES)]},
@@ -241,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     path = write_model(args.out, tflite, sidecar)
 
     # A check that the int8 file reads through the device code (on crops it trained on: not a measure).
-    from edge.infer.model import DigitModel
+    from meter_vision.infer.model import DigitModel
 
     val = load_split("val", root=root, limit=args.val_limit, seed=recipe.seed)
     preds = DigitModel(path).classify(val.images)

@@ -38,7 +38,7 @@ class PipelineReader:
     def from_config(cls, cfg: EdgeConfig) -> PipelineReader:
         """Model, layout, camera and LED from the config; ConfigError saying what to fix otherwise."""
         from edge.calibrate import AlignError, LayoutError
-        from edge.infer import DigitModel, InferenceError
+        from meter_vision.infer import DigitModel, InferenceError
 
         try:
             classifier = DigitModel(Path(cfg.model) if cfg.model else None)

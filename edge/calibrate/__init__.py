@@ -1,6 +1,6 @@
 """Installer calibration and per-frame alignment: where the digits are, and putting each frame there.
 
-Public API: :class:`Roi`, :class:`Anchor`, :class:`AlignSettings`, :class:`Layout`, :func:`load_layout`,
+Public API: :class:`Anchor`, :class:`AlignSettings`, :class:`Layout`, :func:`load_layout`,
 :func:`save_layout`, :func:`parse_rois`, :class:`LayoutError`; :class:`Aligner` (``.align(frame) ->
 AlignResult``), :class:`AlignResult`, :class:`AlignError`, :func:`crop_rois`. See docs/calibrate.md.
 """
@@ -11,7 +11,6 @@ from edge.calibrate.layout import (
     Anchor,
     Layout,
     LayoutError,
-    Roi,
     load_layout,
     parse_rois,
     save_layout,
@@ -25,7 +24,6 @@ __all__ = [
     "Anchor",
     "Layout",
     "LayoutError",
-    "Roi",
     "crop_rois",
     "load_layout",
     "parse_rois",

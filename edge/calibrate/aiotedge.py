@@ -18,7 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.calibrate.layout import Anchor, LayoutError, Roi
+from edge.calibrate.layout import Anchor, LayoutError
+from meter_vision.geometry import Roi
 
 log = logging.getLogger(__name__)
 

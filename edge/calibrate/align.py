@@ -19,8 +19,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.calibrate.layout import Layout, Roi
-from edge.images import ImageRefused, read_bgr
+from edge.calibrate.layout import Layout
+from meter_vision.geometry import Roi, transform_points
+from meter_vision.images import ImageRefused, read_bgr
 
 log = logging.getLogger(__name__)
 
@@ -77,29 +78,10 @@ def _scale(s: float) -> np.ndarray:
     return np.diag([s, s, 1.0])
 
 
-def rotation_matrix(width: int, height: int, clockwise_deg: float) -> np.ndarray:
-    """3×3 rotation about the image centre, same size out (AI-on-the-edge's InitialRotate convention)."""
-    return _h(cv2.getRotationMatrix2D((width / 2.0, height / 2.0), -clockwise_deg, 1.0))
-
-
-def rotate_image(image: np.ndarray, clockwise_deg: float) -> np.ndarray:
-    """Rotate about the centre keeping the size (corners go black), as AI-on-the-edge's InitialRotate."""
-    if not clockwise_deg:
-        return image
-    h, w = image.shape[:2]
-    return cv2.warpAffine(image, rotation_matrix(w, h, clockwise_deg)[:2], (w, h), flags=cv2.INTER_LINEAR)
-
-
 def decompose(m: np.ndarray) -> tuple[float, float]:
     """Scale and rotation (degrees, clockwise positive in image coordinates) of a similarity 2×3/3×3."""
     a, b = float(m[0, 0]), float(m[1, 0])
     return float(np.hypot(a, b)), float(np.degrees(np.arctan2(b, a)))
-
-
-def transform_points(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    """Apply a 2×3 or 3×3 affine matrix to N×2 points."""
-    pts = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
-    return pts @ np.asarray(m, dtype=np.float64)[:2, :2].T + np.asarray(m, dtype=np.float64)[:2, 2]
 
 
 def sharpness(grey: np.ndarray, mask: np.ndarray | None = None) -> float:

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-from edge.calibrate.align import rotate_image
-from edge.calibrate.auto import NoCounterFound, propose_windows
+from meter_vision.geometry import rotate_image
+from meter_vision.windows import NoCounterFound, propose_windows
 
 
 def auto_windows(image: np.ndarray, image_path: Path, digits: int | None, decimals: int | None,
@@ -17,7 +17,7 @@ def auto_windows(image: np.ndarray, image_path: Path, digits: int | None, decima
     confidences = None
     threshold = 0.5
     try:
-        from edge.infer import DigitModel
+        from meter_vision.infer import DigitModel
 
         clf = DigitModel(model)
         threshold = clf.threshold

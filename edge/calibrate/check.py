@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edge.calibrate.layout import Roi
+from meter_vision.geometry import Roi
 
 if TYPE_CHECKING:
-    from edge.infer.model import DigitModel, DigitPrediction
     from edge.reading.model import Decision
     from edge.reading.rules import Rules
+    from meter_vision.infer.model import DigitModel, DigitPrediction
 
 MAX_OFF = 0.25  # of the window width: a digit centred further off is "not centred"
 SHIFTS = tuple(np.round(np.linspace(-0.5, 0.5, 11), 2))  # window moves, in window widths

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from contract.settings import plain_errors
 from edge.calibrate.aiotedge import check_marks, read_aiotedge_config
-from edge.calibrate.align import Aligner, AlignError, crop_rois, rotate_image
+from edge.calibrate.align import Aligner, AlignError, crop_rois
 from edge.calibrate.check import WindowCheck, check_windows, resolve_value
 from edge.calibrate.layout import (
     AlignSettings,
@@ -27,9 +27,10 @@ from edge.calibrate.layout import (
     save_layout,
 )
 from edge.calibrate.picture import CropReading, render_picture
-from edge.images import ImageRefused, read_bgr
 from edge.reading.model import Decision
 from edge.reading.rules import Rules
+from meter_vision.geometry import rotate_image
+from meter_vision.images import ImageRefused, read_bgr
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def read_model(image: np.ndarray, crops: list[np.ndarray], rois: list[Roi], mode
     """Classify the crops, check the windows, resolve the value; or say why the model could not be
     used (never raises: a missing model or runtime must not stop a calibration)."""
     try:
-        from edge.infer import DigitModel
+        from meter_vision.infer import DigitModel
 
         clf = DigitModel(model)
         preds = clf.classify(crops)

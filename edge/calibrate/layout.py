@@ -16,32 +16,13 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
+from meter_vision.geometry import Roi
+
 LAYOUT_VERSION = 1
 
 
 class LayoutError(Exception):
     """A layout file or ROI string is missing or invalid; the message says which key and what to do."""
-
-
-@dataclass(frozen=True)
-class Roi:
-    """A digit window: x, y (top-left), w, h in pixels of the reference image."""
-
-    x: int = Field(ge=0)
-    y: int = Field(ge=0)
-    w: int = Field(gt=0)
-    h: int = Field(gt=0)
-
-    def corners(self) -> list[tuple[float, float]]:
-        """The four corners clockwise from top-left, as points (for drawing and accuracy checks)."""
-        x1, y1 = self.x + self.w, self.y + self.h
-        return [(self.x, self.y), (x1, self.y), (x1, y1), (self.x, y1)]
-
-    def fits(self, width: int, height: int) -> bool:
-        return self.x + self.w <= width and self.y + self.h <= height
-
-    def __str__(self) -> str:
-        return f"{self.x},{self.y},{self.w},{self.h}"
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edge.calibrate.layout import Anchor, Roi
+from edge.calibrate.layout import Anchor
+from meter_vision.geometry import Roi
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 BG = (32, 32, 32)

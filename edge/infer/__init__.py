@@ -1,10 +1,2 @@
-"""Digit inference on the device: one call per frame through a TFLite int8 model.
-
-Public API: :class:`DigitModel` (alias ``DigitClassifier``), :class:`DigitPrediction`,
-:func:`bundled_model_path`, :class:`InferenceError`.
-"""
-
-from edge.infer.backends import InferenceError
-from edge.infer.model import DigitClassifier, DigitModel, DigitPrediction, ModelSpec, bundled_model_path
-
-__all__ = ["DigitClassifier", "DigitModel", "DigitPrediction", "InferenceError", "ModelSpec", "bundled_model_path"]
+"""``meter-edge classify`` (the CLI in :mod:`edge.infer.cli`). The digit model itself is shared with the
+bridge and lives in :mod:`meter_vision.infer`."""

@@ -47,9 +47,9 @@ def classify(folder: Path, model_path: Path | None, out: Path, batch: int) -> No
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from edge.infer.backends import InferenceError
-    from edge.infer.model import DigitModel
-    from edge.infer.preprocess import decode_image
+    from meter_vision.infer.backends import InferenceError
+    from meter_vision.infer.model import DigitModel
+    from meter_vision.infer.preprocess import decode_image
 
     files = list_images(folder)
     if not files:

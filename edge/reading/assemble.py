@@ -3,7 +3,7 @@
 The order of the rules (docs/reading.md has an example of each):
 
 1. a frame that could not be read at all -> ``error`` (state unchanged);
-2. rolling wheels resolved from the lower wheels (``edge.reading.wheels``), with alternatives for wheels
+2. rolling wheels resolved from the lower wheels (``meter_vision.wheels``), with alternatives for wheels
    on a rounding boundary and all ten digits for an unreadable (N) wheel;
 3. no previous value: the wheels' own reading, if every wheel is readable (``first``);
 4. the candidates that fit the previous value (no fall beyond the hysteresis, no rise above the maximum
@@ -37,7 +37,7 @@ from decimal import Decimal
 
 from edge.reading.model import Decision, Observation, ReadingState, Refusal, WheelExplain, WheelInput
 from edge.reading.rules import Rules
-from edge.reading.wheels import MAX_UNREADABLE, Candidate, candidates
+from meter_vision.wheels import MAX_UNREADABLE, Candidate, candidates
 
 
 def confirm(state: ReadingState, value: Decimal, at: datetime) -> ReadingState:

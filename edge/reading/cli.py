@@ -97,14 +97,14 @@ def read(frames: tuple[Path, ...], layout_path: Path, previous: str | None, prev
     from edge.calibrate.align import AlignError
     from edge.calibrate.layout import LayoutError
     from edge.config import load_edge_config
-    from edge.images import ImageRefused, read_bgr
-    from edge.infer import DigitModel, InferenceError
     from edge.pipeline import FramePipeline
     from edge.reading.assemble import assemble
     from edge.reading.model import Decision, Observation
     from edge.reading.payload import to_reading
     from edge.reading.rules import Rules
     from edge.reading.settled import settle_decisions
+    from meter_vision.images import ImageRefused, read_bgr
+    from meter_vision.infer import DigitModel, InferenceError
 
     if not is_valid_device_id(device_id):
         raise click.BadParameter("a device id is 1-64 of A-Z a-z 0-9 _ -", param_hint="--device-id")

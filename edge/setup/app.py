@@ -28,8 +28,8 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from edge.calibrate.align import rotate_image
 from edge.config import EdgeConfig
+from meter_vision.geometry import rotate_image
 
 log = logging.getLogger("edge.setup")
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -91,7 +91,7 @@ class SetupState:
         return self.frame if self.frame is not None else self.capture()
 
     def model(self) -> Any:
-        from edge.infer import DigitModel
+        from meter_vision.infer import DigitModel
 
         if self._model is None:
             self._model = DigitModel(Path(self.cfg.model) if self.cfg.model else None)
@@ -174,7 +174,7 @@ def create_app(state: SetupState) -> Starlette:
     async def propose(request: Request) -> Response:
         if (denied := need_auth(request)) is not None:
             return denied
-        from edge.calibrate.auto import NoCounterFound, propose_windows
+        from meter_vision.windows import NoCounterFound, propose_windows
 
         model = state.model()
         try:

@@ -9,9 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.calibrate.align import Aligner, crop_rois, rotate_image, rotation_matrix, transform_points
+from edge.calibrate.align import Aligner, crop_rois
 from edge.calibrate.examples import AIOTEDGE_DEMO_DIGITS, AIOTEDGE_DEMO_ROIS, AIOTEDGE_DEMO_ROTATION
-from edge.calibrate.layout import AlignSettings, Anchor, Layout, Roi, parse_rois
+from edge.calibrate.layout import AlignSettings, Anchor, Layout, parse_rois
+from meter_vision.geometry import Roi, rotate_image, rotation_matrix, transform_points
 
 # (dx px, dy px, rotation deg counter-clockwise, scale): tens of pixels, a few degrees, a few percent.
 MOVES = [(20, -15, 3.0, 1.03), (-30, 25, -4.0, 0.97), (40, 10, 2.0, 1.05), (-10, -40, -5.0, 0.95), (0, 0, 0.0, 1.0)]
@@ -109,7 +110,7 @@ def test_all_twelve_demo_frames_align_and_the_fixed_wheels_match(demo_dir: Path,
 def test_demo_crops_read_as_0053x_by_the_model(demo_dir: Path, demo_aligner: Aligner) -> None:
     """The crops hold the digits: the model reads 0 0 5, wheel 4 at about 3 and wheel 5 where the
     file name's value puts it (530.07077 → 0.07 … 531.82235 → 1.82), on all 12 frames."""
-    infer = pytest.importorskip("edge.infer")
+    infer = pytest.importorskip("meter_vision.infer")
     try:
         model = infer.DigitModel()
     except Exception as exc:

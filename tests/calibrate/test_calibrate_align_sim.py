@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edge.calibrate.align import Aligner, AlignResult, crop_rois, transform_points
+from edge.calibrate.align import Aligner, AlignResult, crop_rois
 from edge.calibrate.cli import calibrate
 from edge.calibrate.layout import Layout, load_layout, parse_rois
+from meter_vision.geometry import transform_points
 
 sim = pytest.importorskip("edge.capture.simulator")
 

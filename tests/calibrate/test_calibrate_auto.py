@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edge.calibrate.align import rotation_matrix, transform_points
-from edge.calibrate.auto import NoCounterFound, propose_windows
 from edge.calibrate.cli import calibrate
 from edge.capture.simulator.faults import Faults, Glare
 from edge.capture.simulator.meter import ROIS, MeterStyle, render_frame
+from meter_vision.geometry import rotation_matrix, transform_points
+from meter_vision.windows import NoCounterFound, propose_windows
 
 
 def test_simulated_tilted_meter_with_glare(tmp_path: Path) -> None:

@@ -13,11 +13,12 @@ from click.testing import CliRunner
 from edge.calibrate.check import check_windows
 from edge.calibrate.cli import calibrate
 from edge.calibrate.examples import AIOTEDGE_DEMO_ROIS
-from edge.calibrate.layout import Roi, load_layout, parse_rois
+from edge.calibrate.layout import load_layout, parse_rois
 from edge.calibrate.picture import BAD_COLOUR
 from edge.capture.simulator import SIM_ROIS, render_reference
-from edge.infer import DigitModel
 from edge.reading.cli import read
+from meter_vision.geometry import Roi
+from meter_vision.infer import DigitModel
 
 
 def run(*args: str) -> tuple[int, str]:

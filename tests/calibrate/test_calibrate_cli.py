@@ -13,7 +13,8 @@ from edge.calibrate.aiotedge import read_aiotedge_config
 from edge.calibrate.align import Aligner, crop_rois
 from edge.calibrate.cli import calibrate
 from edge.calibrate.examples import AIOTEDGE_DEMO_ROIS
-from edge.calibrate.layout import Anchor, Roi, load_layout, parse_rois
+from edge.calibrate.layout import Anchor, load_layout, parse_rois
+from meter_vision.geometry import Roi
 
 
 def run(*args: str) -> tuple[int, str]:

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from edge.infer.cli import classify
-from edge.infer.model import bundled_model_path
+from meter_vision.infer.model import bundled_model_path
 
 
 def run(args: list[str]) -> tuple[int, str]:

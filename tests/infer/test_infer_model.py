@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from infer_helpers import synthetic_crop
 
-from edge.infer import DigitModel, InferenceError, bundled_model_path
-from edge.infer.backends import BackendUnavailable, create_interpreter
-from edge.infer.backends.litert import LiteRTBackend
-from edge.infer.backends.tflite_runtime import TFLiteRuntimeBackend
-from edge.infer.decode import decode_positions, position_to_reading
-from edge.infer.preprocess import decode_image
+from meter_vision.infer import DigitModel, InferenceError, bundled_model_path
+from meter_vision.infer.backends import BackendUnavailable, create_interpreter
+from meter_vision.infer.backends.litert import LiteRTBackend
+from meter_vision.infer.backends.tflite_runtime import TFLiteRuntimeBackend
+from meter_vision.infer.decode import decode_positions, position_to_reading
+from meter_vision.infer.preprocess import decode_image
 
 
 def test_bundled_model_and_sidecar_exist() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.infer import DigitModel
+from meter_vision.infer import DigitModel
 
 pytestmark = pytest.mark.slow
 

@@ -21,4 +21,4 @@ def test_the_wheel_ships_the_model_and_its_sidecar(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     for f in ("digits.tflite", "digits.json"):
         assert any(n.endswith(f"/data/share/meter-reader/models/{f}") for n in names), f
-    assert "edge/infer/model.py" in names and "contract/payloads.py" in names
+    assert "meter_vision/infer/model.py" in names and "contract/payloads.py" in names

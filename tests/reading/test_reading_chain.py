@@ -14,10 +14,10 @@ from click.testing import CliRunner
 
 from bench.reading import SIM_START, run_sequence, sim_pipeline
 from edge.capture.simulator import format_value, render_frame
-from edge.infer import DigitModel
 from edge.pipeline import STAGES, FramePipeline
 from edge.reading.cli import frame_time, read
 from edge.reading.model import ReadingState
+from meter_vision.infer import DigitModel
 
 
 @pytest.fixture(scope="module")

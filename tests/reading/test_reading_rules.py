@@ -12,7 +12,7 @@ import pytest
 from edge.reading.assemble import assemble, confirm
 from edge.reading.model import Observation, ReadingState, WheelInput
 from edge.reading.rules import Rules, parse_value
-from edge.reading.wheels import carry_band, primary
+from meter_vision.wheels import carry_band, primary
 
 T0 = datetime(2026, 11, 24, 17, 0, tzinfo=UTC)
 RULES = Rules(decimals=3, max_rate_m3_per_h=3.0)

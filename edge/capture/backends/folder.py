@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from edge.capture.base import Camera, CaptureError, EndOfFrames, Frame, read_state, write_state
 from edge.capture.frametime import frame_time, time_from_name
-from edge.images import ImageRefused, read_bgr
+from meter_vision.images import ImageRefused, read_bgr
 
 if TYPE_CHECKING:
     from edge.config import CaptureConfig

@@ -1,4 +1,4 @@
-"""The digit model on the device: a ``.tflite`` file plus its sidecar JSON, all crops in one call."""
+"""The digit model: a ``.tflite`` file plus its sidecar JSON, all crops in one call."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from edge.infer.backends import InferenceError, Interpreter, create_interpreter
-from edge.infer.decode import decode_positions, position_to_reading, softmax
-from edge.infer.preprocess import to_model_input
+from meter_vision.infer.backends import InferenceError, Interpreter, create_interpreter
+from meter_vision.infer.decode import decode_positions, position_to_reading, softmax
+from meter_vision.infer.preprocess import to_model_input
 
 log = logging.getLogger(__name__)
 

@@ -56,8 +56,8 @@ class Backend:
 
 # name -> "module:Class"; the order is the order of preference.
 BACKEND_MODULES: dict[str, str] = {
-    "ai_edge_litert": "edge.infer.backends.litert:LiteRTBackend",
-    "tflite_runtime": "edge.infer.backends.tflite_runtime:TFLiteRuntimeBackend",
+    "ai_edge_litert": "meter_vision.infer.backends.litert:LiteRTBackend",
+    "tflite_runtime": "meter_vision.infer.backends.tflite_runtime:TFLiteRuntimeBackend",
 }
 
 

@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from edge.calibrate.align import rotate_image
-from edge.calibrate.layout import Roi
+from meter_vision.geometry import Roi, rotate_image
 
 WINDOW_W = 1.6   # window width / median glyph width (capped by the pitch)
 WINDOW_H = 1.55  # window height / glyph height

@@ -15,7 +15,7 @@ import numpy as np
 def decode_image(data: bytes) -> np.ndarray:
     """Decode encoded image bytes (JPEG, PNG, BMP) into a BGR uint8 array, or raise ValueError (an
     ImageRefused: empty, not an image, or too large by its header, checked before decoding)."""
-    from edge.images import decode_bgr
+    from meter_vision.images import decode_bgr
 
     return decode_bgr(data)
 

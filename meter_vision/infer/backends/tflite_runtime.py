@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge.infer.backends import Backend, BackendUnavailable
+from meter_vision.infer.backends import Backend, BackendUnavailable
 
 
 class TFLiteRuntimeBackend(Backend):

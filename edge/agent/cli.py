@@ -26,7 +26,8 @@ log = logging.getLogger("edge.agent")
 def run(config_path: Path | None, cycles: int | None) -> None:
     """Run the device agent: every interval_s capture a frame, read the meter, store the reading in the
     outbox (state_dir) and publish it over MQTT; serve cmd/capture, cmd/reload and cmd/set-value;
-    publish telemetry and Home Assistant discovery. Stop with SIGTERM (publishes `offline`)."""
+    publish telemetry and Home Assistant discovery. Stop with SIGTERM (publishes `offline`); SIGHUP reloads
+    the config and layout (`systemctl reload meter-edge`) and applies what `meter-edge setup` saved."""
     from edge.agent.memory import tune_malloc
 
     tune_malloc()  # before the first frame is allocated
@@ -48,6 +49,10 @@ def run(config_path: Path | None, cycles: int | None) -> None:
         log.info("signal %s: stopping", signal.Signals(signum).name)
         agent.request_stop()
 
+    def _hup(signum: int, frame: FrameType | None) -> None:
+        agent.request_local()
+
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGHUP, _hup)  # reload; the setup page's request (edge/agent/local.py)
     sys.exit(agent.run(cycles))

@@ -20,6 +20,7 @@ from contract import topics
 from contract.payloads import CommandResult, Reading
 from contract.settings import ConfigError
 from edge import __version__
+from edge.agent import local
 from edge.agent.memory import release_memory
 from edge.agent.watchdog import Watchdog
 from edge.config import EdgeConfig, load_edge_config
@@ -93,7 +94,9 @@ class Agent:
         self.meter_state = MeterStateKeeper(cfg.device_id, self.outbox)
         self.publish_state()  # goes out (retained) on every connection
         self._capture_now = False
+        self._local_request = False
         self._capturing = True
+        self.pid_lock = local.PidLock(cfg.state_dir)
         self._stop = False
         self._next_cycle = 0.0
         self._next_telemetry = 0.0
@@ -105,6 +108,11 @@ class Agent:
 
     def request_capture(self) -> None:
         self._capture_now = True
+        self.events.put(Wake())
+
+    def request_local(self) -> None:
+        """SIGHUP: the setup page's request in state_dir (edge/agent/local.py), or a plain reload."""
+        self._local_request = True
         self.events.put(Wake())
 
     @property
@@ -120,7 +128,12 @@ class Agent:
     # -- the loop -------------------------------------------------------------------------------
     def run(self, cycles: int | None = None) -> int:
         """Run until stopped, or after `cycles` cycles drain for `drain_timeout_s` and return."""
+        if not self.pid_lock.acquire():
+            log.error("another agent (pid %s) runs on state_dir %s: two agents share one outbox; stop one",
+                      self.pid_lock.other, self.cfg.state_dir)
         self.session.start()
+        if (self.cfg.state_dir / local.REQUEST_NAME).exists():
+            self.local_request(at_start=True)  # saved by the setup page while no agent ran
         release_memory()  # what loading the model and the layout touched once
         self.watchdog.notify("READY=1")
         depth = self.outbox.depth()
@@ -131,6 +144,9 @@ class Agent:
         self._next_telemetry = now + self.cfg.telemetry_interval_s
         try:
             while not self._stop:
+                if self._local_request:
+                    self._local_request = False
+                    self.local_request()
                 now = time.monotonic()
                 if self._capture_now or (self._capturing and now >= self._next_cycle):
                     scheduled = not self._capture_now
@@ -184,6 +200,7 @@ class Agent:
         finally:
             self.reader.close()
             self.outbox.close()
+            self.pid_lock.release()
         log.info("agent stopped")
 
     def _handle_events(self, timeout: float) -> None:
@@ -345,6 +362,36 @@ class Agent:
             self.publish_discovery()  # ha.name, ha.configuration_url or mqtt.ha_discovery may have changed
         log.info("reloaded config and layout (interval %.3gs)", cfg.interval_s)
         return None
+
+    def local_request(self, *, at_start: bool = False) -> None:
+        """Apply the setup page's request: reload (the config and layout just loaded, at start), then the
+        starting value, as `cmd/reload` and `cmd/set-value` would; the answer goes to state_dir."""
+        request = local.take_request(self.cfg.state_dir)
+        if request is None:
+            log.info("SIGHUP: reloading the config and layout")
+            self._reload()
+            return
+        if isinstance(request, str):
+            self._refuse(Refused("setup request", request))
+            local.write_result(self.cfg.state_dir, local.result_now(None, "refused", request, "not asked", None,
+                                                                    datetime.now(UTC)))
+            return
+        log.info("setup page's request %s: reload%s", request.id,
+                 f" and starting value {request.set_value.value}" if request.set_value else "")
+        self.watchdog.notify("RELOADING=1")
+        reload_reason = None if at_start or not request.reload else self._reload()
+        reload: local.Outcome = "refused" if reload_reason else ("done" if request.reload or at_start else "not asked")
+        set_value: local.Outcome = "not asked"
+        set_reason: str | None = None
+        if request.set_value is not None:
+            if reload_reason:
+                set_value, set_reason = "refused", "not set: the layout it belongs to was not reloaded"
+            else:
+                set_reason = self._set_value(Command("set-value", request.set_value, request.id))
+                set_value = "refused" if set_reason else "done"
+        self.watchdog.notify("READY=1")
+        local.write_result(self.cfg.state_dir, local.result_now(request.id, reload, reload_reason, set_value,
+                                                                set_reason, datetime.now(UTC)))
 
     def _set_value(self, cmd: Command) -> str | None:
         assert cmd.set_value is not None

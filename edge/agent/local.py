@@ -14,6 +14,7 @@ dead agent, or a pid reused by another process, is never mistaken for a running 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -102,10 +103,8 @@ class PidLock:
     def release(self) -> None:
         if self._file is None:
             return
-        try:
+        with contextlib.suppress(OSError):
             self.path.unlink(missing_ok=True)
-        except OSError:
-            pass
         fcntl.flock(self._file, fcntl.LOCK_UN)
         self._file.close()
         self._file = None

@@ -51,7 +51,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(30)
 
 
-def test_setup_request_reload_and_starting_value_answered_by_a_real_agent(broker: MosquittoBroker, tmp_path: Path) -> None:
+def test_setup_request_reload_and_starting_value_answered_by_a_real_agent(broker: MosquittoBroker,
+                                                                           tmp_path: Path) -> None:
     layout = simulator_layout(tmp_path / "etc")
     state = tmp_path / "state"
     conf = write_edge_toml(tmp_path / "edge.toml", state_dir=state, layout=layout, port=broker.port, interval_s=3600)

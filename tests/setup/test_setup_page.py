@@ -1,13 +1,22 @@
-"""`meter-edge setup`: the PIN, the API's refusals, and the page in a real Chromium at a phone's and a
-laptop's size: propose, drag a window, test-read and save, on the simulator camera."""
+"""`meter-edge setup`: the PIN, the API's refusals, the test read through the agent's pipeline, the
+starting value, Save answered by a real running agent, HTTPS with the device's own certificate, and the
+page in a real Chromium at a phone's and a laptop's size: propose, drag a window, test-read and save, on
+the simulator camera. METER_DOC_SCREENSHOTS=1 writes the screenshots of docs/calibrate.md into docs/img."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import ssl
+import subprocess
+import sys
 import threading
 import time
 import tomllib
+import urllib.request
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +26,70 @@ import pytest
 import uvicorn
 from starlette.testclient import TestClient
 
-from edge.config import EdgeConfig
+from edge.agent import local
+from edge.config import EdgeConfig, load_edge_config
 from edge.setup.app import MAX_PIN_FAILURES, SetupState, create_app
+from edge.setup.tls import ensure_certificate
 
 PIN = "12345678"
+REPO = Path(__file__).resolve().parents[2]
+IMG = REPO / "docs" / "img" if os.environ.get("METER_DOC_SCREENSHOTS") == "1" else None
+HTTPS = "https://testserver"  # the session cookie is Secure: sent over HTTPS only
 
 
 def config(tmp_path: Path) -> EdgeConfig:
     return EdgeConfig(device_id="flat-12-cold", state_dir=tmp_path / "state", layout=tmp_path / "etc" / "layout.toml",
-                      capture={"backend": "simulator", "source": "4"})  # type: ignore[arg-type]
+                      capture={"backend": "simulator", "source": "4", "sim_faults": "none"})  # type: ignore[arg-type]
+
+
+def edge_toml(tmp_path: Path, port: int) -> Path:
+    """The device's config, shared by the setup page and the agent process (as on a Pi)."""
+    import tomli_w
+
+    path = tmp_path / "edge.toml"
+    path.write_text(tomli_w.dumps({
+        "device_id": "flat-12-cold", "state_dir": str(tmp_path / "state"), "interval_s": 3600,
+        "telemetry_interval_s": 60, "layout": str(tmp_path / "etc" / "layout.toml"),
+        "capture": {"backend": "simulator", "source": "4", "sim_faults": "none"},
+        "mqtt": {"host": "127.0.0.1", "port": port, "reconnect_min_s": 1, "reconnect_max_s": 1}}))
+    return path
+
+
+def start_agent(conf: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(conf)], stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
+
+
+def wait_agent(state_dir: Path, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while local.running_agent(state_dir) != proc.pid:
+        assert proc.poll() is None, f"agent exited with {proc.returncode}: {log.read_text()[-2000:]}"
+        assert time.monotonic() < deadline, "agent did not start"
+        time.sleep(0.05)
+
+
+def stop_agent(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+
+
+def reading_state_previous(state_dir: Path) -> str | None:
+    import json
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{state_dir / 'outbox.sqlite3'}?mode=ro", uri=True, timeout=5)
+    try:
+        row = con.execute("SELECT value FROM meta WHERE key = 'reading_state'").fetchone()
+    finally:
+        con.close()
+    return json.loads(row[0]).get("previous") if row else None
 
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(SetupState(config(tmp_path), PIN))) as c:
+    with TestClient(create_app(SetupState(config(tmp_path), PIN)), base_url=HTTPS) as c:
         yield c
 
 
@@ -49,7 +108,7 @@ def test_everything_needs_the_pin_and_wrong_pins_lock_the_page(client: TestClien
 
 
 def test_locked_after_five_wrong_pins(tmp_path: Path) -> None:
-    with TestClient(create_app(SetupState(config(tmp_path), PIN))) as c:
+    with TestClient(create_app(SetupState(config(tmp_path), PIN)), base_url=HTTPS) as c:
         for _ in range(MAX_PIN_FAILURES):
             c.post("/login", data={"pin": "99999999"})
         r = c.post("/login", data={"pin": PIN})
@@ -66,12 +125,109 @@ def test_windows_are_strict_json(client: TestClient) -> None:
     assert outside.status_code == 422 and "reaches past" in outside.json()["error"]
 
 
+def test_the_test_read_is_the_agents_pipeline_on_the_current_and_last_frames(client: TestClient) -> None:
+    client.post("/login", data={"pin": PIN})
+    assert client.post("/capture", json={"led": True}).status_code == 200
+    assert client.post("/capture", json={"led": True}).status_code == 200
+    assert client.post("/capture", json={"led": True}).status_code == 200
+    prop = client.post("/propose").json()
+    t = client.post("/test", json={"rotation": prop["rotation"], "rois": prop["rois"], "decimals": 3}).json()
+    assert [f["frame"] for f in t["frames"]] == ["current", "1 before", "2 before"]
+    for f in t["frames"]:
+        assert f["status"] == "ok", f
+        assert f["align"]["ok"] and f["value"].startswith("0012") and len(f["value"]) == 9
+        assert len(f["wheels"]) == 8
+        assert all(w["crop"].startswith("data:image/png;base64,") and w["confidence"] > 0.5 for w in f["wheels"])
+        assert "".join(str(w["digit"]) for w in f["wheels"]) == f["value"].replace(".", "")
+    assert t["value"] == t["frames"][0]["value"] and t["start_value"] == t["value"]
+    values = [f["value"] for f in reversed(t["frames"])]
+    assert values == sorted(values), "the simulated meter only moves forward"
+    # A window off the counter reads nothing sure: the pipeline says so, as the agent would publish it.
+    off = [dict(r, y=r["y"] + r["h"] + 40) if i == 2 else r for i, r in enumerate(prop["rois"])]
+    bad = client.post("/test", json={"rotation": prop["rotation"], "rois": off, "decimals": 3}).json()
+    assert bad["frames"][0]["status"] != "ok" or bad["frames"][0]["value"] != t["value"]
+
+
+def test_save_refuses_a_starting_value_the_meter_cannot_show(client: TestClient) -> None:
+    client.post("/login", data={"pin": PIN})
+    prop = client.post("/propose").json()
+    body = {"rotation": prop["rotation"], "rois": prop["rois"], "decimals": 3}
+    for value, why in (("12.3456", "4 decimals"), ("123456.000", "more digits before the point"),
+                       ("-1", "invalid windows"), ("1e3", "invalid windows")):
+        r = client.post("/save", json={**body, "start_value": value})
+        assert r.status_code == 422 and why in r.json()["error"], (value, r.text)
+
+
+@pytest.mark.mosquitto
+def test_save_is_confirmed_by_the_running_agent_with_the_starting_value(tmp_path: Path, broker: Any) -> None:
+    conf = edge_toml(tmp_path, broker.port)
+    cfg = load_edge_config(conf)
+    state = SetupState(cfg, PIN)
+    log = tmp_path / "agent.log"
+    with TestClient(create_app(state), base_url=HTTPS) as c:
+        c.post("/login", data={"pin": PIN})
+        prop = c.post("/propose").json()
+        body = {"rotation": prop["rotation"], "rois": prop["rois"], "decimals": 3}
+        start = c.post("/test", json=body).json()["start_value"]
+        # A new device: no agent runs yet (it needs a layout). The request waits for it.
+        r = c.post("/save", json={**body, "start_value": start}).json()
+        assert r["agent"]["status"] == "pending" and not r["agent"]["ok"] and "when it starts" in r["agent"]["detail"]
+        proc = start_agent(conf, log)
+        try:
+            wait_agent(cfg.state_dir, proc, log)
+            deadline = time.monotonic() + 30
+            while (cfg.state_dir / local.REQUEST_NAME).exists() or not (cfg.state_dir / local.RESULT_NAME).exists():
+                assert time.monotonic() < deadline, "the agent did not take the request saved before it started"
+                time.sleep(0.05)
+            assert reading_state_previous(cfg.state_dir) == str(Decimal(start))
+            # Adjust and save again with the agent running: it reloads and takes the installer's value.
+            r = c.post("/save", json={**body, "start_value": "00130.5"}).json()
+            assert r["agent"]["status"] == "confirmed" and r["agent"]["ok"], r
+            assert "reloaded the config and layout; set the starting value" in r["agent"]["detail"]
+            assert reading_state_previous(cfg.state_dir) == "130.500"
+            # A config the agent cannot load: the page does not call that confirmed, and says why.
+            good = conf.read_text()
+            conf.write_text(good.replace("interval_s = 3600", "interval_s = -1"))
+            r = c.post("/save", json={**body, "start_value": "00131.000"}).json()
+            assert r["agent"]["status"] == "confirmed" and not r["agent"]["ok"]
+            assert "did NOT reload" in r["agent"]["detail"] and "interval_s" in r["agent"]["detail"]
+            assert reading_state_previous(cfg.state_dir) == "130.500"
+            conf.write_text(good)
+        finally:
+            stop_agent(proc)
+    assert proc.returncode == 0, log.read_text()[-2000:]
+    assert "setup page's request" in log.read_text()
+
+
+def test_https_certificate_is_made_once_with_a_private_key(tmp_path: Path) -> None:
+    first = ensure_certificate(tmp_path, "flat-12-cold", ["192.168.1.23"])
+    assert first.created and first.key.stat().st_mode & 0o777 == 0o600
+    again = ensure_certificate(tmp_path, "flat-12-cold", ["192.168.1.23"])
+    assert not again.created and again.fingerprint == first.fingerprint
+    assert len(first.fingerprint.split(":")) == 32
+    first.key.chmod(0o644)  # a key others could read is not trusted: a new pair
+    third = ensure_certificate(tmp_path, "flat-12-cold")
+    assert third.created and third.fingerprint != first.fingerprint and third.key.stat().st_mode & 0o777 == 0o600
+
+
+def test_insecure_http_only_on_loopback(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from edge.setup.cli import setup
+
+    r = CliRunner().invoke(setup, ["--host", "0.0.0.0", "--insecure-http"])
+    assert r.exit_code != 0 and "only with a loopback --host" in r.output
+
+
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, EdgeConfig]]:
+def served(tmp_path: Path) -> Iterator[tuple[str, EdgeConfig, str]]:
+    """The page over HTTPS with the device's own certificate, as `meter-edge setup` serves it."""
     cfg = config(tmp_path)
+    cert = ensure_certificate(cfg.state_dir, cfg.device_id)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(SetupState(cfg, PIN)), log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(create_app(SetupState(cfg, PIN)), log_level="warning", lifespan="off",
+                                           ssl_keyfile=str(cert.key), ssl_certfile=str(cert.cert)))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -79,20 +235,67 @@ def served(tmp_path: Path) -> Iterator[tuple[str, EdgeConfig]]:
         assert thread.is_alive() and time.monotonic() < deadline
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}", cfg
+        yield f"https://127.0.0.1:{sock.getsockname()[1]}", cfg, cert.fingerprint
     finally:
         server.should_exit = True
         thread.join(10)
         sock.close()
 
+
+def test_the_page_is_served_over_https_with_the_printed_fingerprint(served: tuple[str, EdgeConfig, str]) -> None:
+    url, _, fingerprint = served
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    with urllib.request.urlopen(url + "/", context=ctx, timeout=10) as r:
+        assert "Enter the PIN" in r.read().decode()
+    host, port = url.removeprefix("https://").split(":")
+    der = ssl.get_server_certificate((host, int(port)))
+    from edge.setup.tls import fingerprint_of
+
+    assert fingerprint_of(der.encode()) == fingerprint
+    with pytest.raises(Exception):  # noqa: B017 - plain HTTP gets no page (the PIN never goes in clear)
+        urllib.request.urlopen(url.replace("https://", "http://") + "/", timeout=10).read()
+
+
+def shot(page: Any, name: str, tmp: Path, **kw: Any) -> None:
+    from PIL import Image
+
+    path = (IMG or tmp) / name
+    page.screenshot(path=str(path), **kw)
+    with Image.open(path) as im:
+        im.convert("RGB").quantize(256).save(path, optimize=True)
+
+
+@pytest.mark.mosquitto
 @pytest.mark.parametrize("size", [{"width": 390, "height": 844}, {"width": 1280, "height": 800}],
                          ids=["phone", "laptop"])
-def test_propose_drag_test_and_save_in_a_browser(browser: Any, served: tuple[str, EdgeConfig],
-                                                 size: dict[str, int]) -> None:
-    url, cfg = served
-    page = browser.new_page(viewport=size, has_touch=size["width"] < 500)
+def test_propose_drag_test_and_save_in_a_browser(browser: Any, served: tuple[str, EdgeConfig, str], broker: Any,
+                                                 tmp_path: Path, size: dict[str, int]) -> None:
+    url, cfg, _ = served
+    phone = size["width"] < 500
+    suffix = "phone" if phone else "laptop"
+    # The service runs (with an earlier layout, as after a first Save): the page's Save must reach it.
+    from click.testing import CliRunner
+
+    from edge.calibrate.cli import calibrate
+    from edge.capture.simulator import SIM_ROIS, render_reference
+
+    ref = tmp_path / "reference-frame.png"
+    cv2.imwrite(str(ref), render_reference())
+    made = CliRunner().invoke(calibrate, ["--image", str(ref), "--rois", SIM_ROIS, "--decimals", "3",
+                                          "--out", str(cfg.layout)])
+    assert made.exit_code == 0, made.output
+    conf = edge_toml(tmp_path, broker.port)
+    log = tmp_path / "agent.log"
+    proc = start_agent(conf, log)
+    context = browser.new_context(viewport=size, has_touch=phone, ignore_https_errors=True,
+                                  device_scale_factor=2 if phone else 1)
+    page = context.new_page()
     try:
+        wait_agent(cfg.state_dir, proc, log)
         page.goto(url)
+        if IMG is not None:
+            shot(page, f"setup-login-{suffix}.png", tmp_path)
         page.fill("input[name=pin]", PIN)
         with page.expect_navigation():
             page.click("button[type=submit]")
@@ -103,6 +306,8 @@ def test_propose_drag_test_and_save_in_a_browser(browser: Any, served: tuple[str
         text, _, _ = cv2.QRCodeDetector().detectAndDecode(qr)
         assert text == page.locator("#bind").inner_text().strip()
         assert text.startswith("meter-bridge bind flat-12-cold ")
+        page.click("#capture")  # a second frame for the test read
+        page.wait_for_function("document.getElementById('msg').textContent === 'new frame'", timeout=30_000)
         page.click("#propose")
         page.wait_for_selector(".box", timeout=60_000)
         assert page.locator(".box").count() == 8
@@ -123,18 +328,36 @@ def test_propose_drag_test_and_save_in_a_browser(browser: Any, served: tuple[str
         page.mouse.move(x, y, steps=4)
         page.mouse.up()
         assert page.evaluate("rois[0].x") == moved - 6
+        if IMG is not None:
+            shot(page, f"setup-windows-{suffix}.png", tmp_path)
         page.click("#test")
         page.wait_for_function("document.getElementById('msg').textContent.startsWith('the model reads')",
                                timeout=30_000)
-        assert page.locator("#reads tbody tr").count() == 8
+        assert page.locator("#reads .frame").count() == 2
+        assert page.locator("#reads .frame").first.locator(".wheel img").count() == 8
+        current = page.locator("#reads .frame h3").first.inner_text()
+        assert current.startswith("Current frame: 0012") and "— ok" in current
+        start = page.input_value("#start")
+        assert start and start in current, "the starting value is pre-filled with what the test read gives"
+        if IMG is not None:
+            page.locator("#reads").scroll_into_view_if_needed()
+            shot(page, f"setup-test-read-{suffix}.png", tmp_path)
         page.click("#save")
-        page.wait_for_function("document.getElementById('msg').textContent.startsWith('saved')", timeout=60_000)
+        page.wait_for_function("document.getElementById('agent').textContent !== ''", timeout=60_000)
+        assert page.locator("#msg").inner_text().startswith("saved")
+        agent = page.locator("#agent").inner_text()
+        assert agent.startswith("Agent confirmed: ") and "set the starting value" in agent, agent
+        if IMG is not None:
+            page.locator("#agent").scroll_into_view_if_needed()
+            shot(page, f"setup-saved-{suffix}.png", tmp_path)
         layout = tomllib.loads(cfg.layout.read_text())
         assert len(layout["digits"]) == 8 and layout["decimals"] == 3
         assert layout["digits"][0]["x"] == moved - 6
         assert cfg.layout.with_suffix(".png").is_file()
+        assert reading_state_previous(cfg.state_dir) == str(Decimal(start))
     finally:
-        page.close()
+        context.close()
+        stop_agent(proc)
 
 
 def test_capture_with_the_led_and_without(tmp_path: Path) -> None:
@@ -143,7 +366,7 @@ def test_capture_with_the_led_and_without(tmp_path: Path) -> None:
     cfg = EdgeConfig(device_id="flat-12-cold", state_dir=tmp_path / "state", layout=tmp_path / "layout.toml",
                      led={"pin": 17, "warmup_s": 0.0})  # type: ignore[arg-type]
     factory = MockFactory()
-    with TestClient(create_app(SetupState(cfg, PIN, pin_factory=factory))) as c:
+    with TestClient(create_app(SetupState(cfg, PIN, pin_factory=factory)), base_url=HTTPS) as c:
         c.post("/login", data={"pin": PIN})
         assert c.post("/capture", json={"led": True}).json() == {"width": 640, "height": 480}
         factory.pin(17).assert_states([False, True, False])

@@ -160,11 +160,11 @@ def _test_read(state: SetupState, win: Windows) -> JSONResponse:
     from edge.calibrate import AlignError
     from edge.calibrate.align import Aligner, crop_rois
     from edge.calibrate.layout import AlignSettings, Layout
-    from meter_vision.geometry import Roi
     from edge.pipeline import FramePipeline
     from edge.reading.model import ReadingState
     from edge.reading.payload import to_reading
     from edge.reading.rules import Rules
+    from meter_vision.geometry import Roi
 
     frames = list(state.frames) or [Frame(state.current(), datetime.now(UTC), "setup")]
     reference = rotate_image(frames[-1].image, win.rotation)

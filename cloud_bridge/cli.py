@@ -15,6 +15,7 @@ COMMANDS = {
     "devices": ("cloud_bridge.registry.cli:devices", "Devices: add, list, show, unbind, retire, replace."),
     "bind": ("cloud_bridge.registry.cli:bind", "Bind a device to a meter and a payer code."),
     "rebind": ("cloud_bridge.registry.cli:rebind", "Close a device's binding and open a new one."),
+    "meters": ("cloud_bridge.registry.cli:meters_group", "Meters with no device, read from residents' photos."),
     "accounts": ("cloud_bridge.accounts.cli:accounts", "Broker accounts: operator, homeassistant, bridge."),
     "broker": ("cloud_bridge.accounts.cli:broker", "Set up the broker's accounts (broker init)."),
     "cmd": ("cloud_bridge.commands_cli:cmd", "Send a device a command (capture, reload, set-value); wait for it."),

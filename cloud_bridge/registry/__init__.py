@@ -3,6 +3,12 @@
 A binding is in force from `valid_from` until `valid_to` (NULL: still in force). A re-bind closes the
 open binding and opens a new one in the same transaction, so history is kept and a reading is always
 attributed to exactly one binding (or none). The database enforces at most one open binding per device.
+
+Most meters in a city have no device: residents photograph them (the portal's photo page). Such a meter
+has a binding with no device (`add_photo_meter`, `meter-bridge meters add`), at most one open per meter;
+a Pi installed later on it takes over (`bind` closes the device-less binding at the same instant), and
+residents may photograph a meter with a Pi too: a photo reading is filed under whichever binding of
+the meter and payer is in force (`photo_binding`).
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ def check_meter_serial(serial: str) -> str:
 @dataclass(frozen=True)
 class Binding:
     id: int
-    device_id: str
+    device_id: str | None  # None: a meter read from residents' photos
     meter_serial: str
     kind: MeterKind
     payer_code: str
@@ -154,6 +160,13 @@ def _open_binding(conn: Connection, device_id: str, serial: str, kind: MeterKind
     other = _meter_bound_elsewhere(conn, serial, device_id)
     if other:
         raise RegistryError(f"meter {serial} is bound to device {other}: rebind or unbind that device first")
+    photo = _open_photo_binding(conn, serial)
+    if photo is not None:
+        if photo.payer_code != payer_code:
+            raise RegistryError(f"meter {serial} is read from photos for payer {mask_payer(photo.payer_code)}, not "
+                                f"{mask_payer(payer_code)}: `meter-bridge meters remove {serial}` first")
+        # the Pi takes over the meter; residents may still photograph it (filed under the Pi's binding)
+        conn.execute(bindings.update().where(bindings.c.id == photo.id).values(valid_to=now))
     try:
         with conn.begin_nested():
             conn.execute(bindings.insert().values(
@@ -246,6 +259,113 @@ def replace(conn: Connection, old: str, new: str, *, now: datetime | None = None
     opened = _open_binding(conn, new, current.meter_serial, None, current.payer_code, None, now)
     conn.execute(devices.update().where(devices.c.device_id == old).values(replaced_by=new))
     return closed, opened
+
+
+# --------------------------------------------------------------------------- meters with no device
+def _open_photo_binding(conn: Connection, serial: str) -> Binding | None:
+    row = conn.execute(_binding_query().where(and_(
+        bindings.c.meter_serial == serial, bindings.c.device_id.is_(None), bindings.c.valid_to.is_(None)))).first()
+    return Binding(*row) if row else None
+
+
+def check_wheels(digits: int | None, decimals: int | None) -> None:
+    if digits is not None and not 1 <= digits <= 12:
+        raise RegistryError(f"--digits {digits}: a meter has 1-12 black wheels (before the point)")
+    if decimals is not None and not 0 <= decimals <= 6:
+        raise RegistryError(f"--decimals {decimals}: a meter has 0-6 red wheels (after the point)")
+
+
+def set_wheels(conn: Connection, serial: str, digits: int | None, decimals: int | None) -> None:
+    """Record how many wheels meter `serial` shows (None leaves that one as it is)."""
+    check_wheels(digits, decimals)
+    values = {k: v for k, v in (("digits", digits), ("decimals", decimals)) if v is not None}
+    if values:
+        conn.execute(meters.update().where(meters.c.serial == serial).values(**values))
+
+
+def add_photo_meter(conn: Connection, serial: str, *, payer_code: str, kind: MeterKind | None,
+                    address: str | None, digits: int | None = None, decimals: int | None = None,
+                    now: datetime | None = None) -> Binding:
+    """Register a meter that residents read from photos (no device) for `payer_code`.
+
+    A meter a Pi already reads for the same payer needs no new binding (its residents may photograph it
+    as it is): only its wheels are recorded. Returns the binding photos of it are filed under."""
+    check_payer_code(payer_code)
+    check_wheels(digits, decimals)
+    now = now or utcnow()
+    _ensure_meter(conn, serial, kind, now)
+    _ensure_payer(conn, payer_code, address, now)
+    current = conn.execute(_binding_query().where(and_(bindings.c.meter_serial == serial,
+                                                       bindings.c.valid_to.is_(None)))).all()
+    for row in current:
+        b = Binding(*row)
+        if b.payer_code != payer_code:
+            holder = f"device {b.device_id}" if b.device_id else "photos"
+            raise RegistryError(f"meter {serial} is read by {holder} for payer {mask_payer(b.payer_code)}: "
+                                "unbind it there first")
+    if current:
+        set_wheels(conn, serial, digits, decimals)
+        return Binding(*current[0])
+    set_wheels(conn, serial, digits, decimals)
+    try:
+        with conn.begin_nested():
+            conn.execute(bindings.insert().values(device_id=None, meter_serial=serial, payer_code=payer_code,
+                                                  valid_from=now, note="read from residents' photos"))
+    except IntegrityError:
+        raise RegistryError(f"meter {serial} got registered by someone else just now; list it and retry") from None
+    b = _open_photo_binding(conn, serial)
+    assert b is not None
+    return b
+
+
+def remove_photo_meter(conn: Connection, serial: str, *, now: datetime | None = None) -> Binding:
+    """Close meter `serial`'s device-less binding (the meter was removed or changed hands). Its readings stay."""
+    check_meter_serial(serial)
+    b = _open_photo_binding(conn, serial)
+    if b is None:
+        raise RegistryError(f"meter {serial} is not registered for photos (see `meter-bridge meters list`)")
+    now = now or utcnow()
+    conn.execute(bindings.update().where(bindings.c.id == b.id).values(valid_to=now))
+    return Binding(**{**asdict(b), "valid_to": now})
+
+
+@dataclass(frozen=True)
+class PhotoMeter:
+    """A meter a resident may photograph: its binding in force for the payer and the wheels it shows."""
+
+    binding_id: int
+    meter_serial: str
+    kind: str
+    device_id: str | None
+    digits: int | None
+    decimals: int | None
+
+
+def photo_meters(conn: Connection, payer_code: str) -> list[PhotoMeter]:
+    """Every meter in force for `payer_code` (with a device or not), cold before hot."""
+    rows = conn.execute(
+        select(bindings.c.id, bindings.c.meter_serial, meters.c.kind, bindings.c.device_id, meters.c.digits,
+               meters.c.decimals)
+        .join(meters, meters.c.serial == bindings.c.meter_serial)
+        .where(bindings.c.payer_code == payer_code, bindings.c.valid_to.is_(None))
+        .order_by(meters.c.kind, bindings.c.meter_serial)).all()
+    seen: dict[str, PhotoMeter] = {}
+    for r in rows:  # a device's binding wins over a device-less one left open by an older bridge
+        if r.meter_serial not in seen or r.device_id is not None:
+            seen[r.meter_serial] = PhotoMeter(r.id, r.meter_serial, r.kind, r.device_id, r.digits, r.decimals)
+    return list(seen.values())
+
+
+def photo_binding(conn: Connection, payer_code: str, meter_serial: str) -> PhotoMeter | None:
+    """The binding a photo of `meter_serial` for `payer_code` is filed under now, or None."""
+    return next((m for m in photo_meters(conn, payer_code) if m.meter_serial == meter_serial), None)
+
+
+def list_photo_meters(conn: Connection) -> list[Binding]:
+    """Meters read from photos only (device-less bindings in force)."""
+    rows = conn.execute(_binding_query().where(and_(bindings.c.device_id.is_(None), bindings.c.valid_to.is_(None)))
+                        .order_by(bindings.c.meter_serial)).all()
+    return [Binding(*r) for r in rows]
 
 
 @dataclass(frozen=True)

@@ -325,3 +325,77 @@ def replace(ctx: click.Context, old: str, new: str, as_json: bool) -> None:
     click.echo(f"{new} now reads meter {opened.meter_serial} for payer {mask_payer(opened.payer_code)} "
                f"(binding {opened.id}); {old} retired ({len(cleared)} retained topic(s) cleared)")
     click.echo(f"next: meter-bridge cmd {new} set-value <the meter's value now>")
+
+
+@click.group("meters")
+def meters_group() -> None:
+    """Meters with no device, read from residents' photos: add, list, remove."""
+
+
+@meters_group.command("add")
+@click.argument("serial")
+@click.option("--payer", "payer_code", required=True, help="The payer code: 10 digits.")
+@click.option("--kind", type=KIND, default=None, help="cold or hot (needed for a meter not seen before).")
+@click.option("--address", default=None, help="The payer's address (needed for a payer not seen before).")
+@click.option("--digits", type=int, default=None,
+              help="Black wheels (before the point) the meter shows, e.g. 5; the photo reader reads that many.")
+@click.option("--decimals", type=int, default=None, help="Red wheels (after the point), e.g. 3; 0 for none.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def meters_add(ctx: click.Context, serial: str, payer_code: str, kind: MeterKind | None, address: str | None,
+               digits: int | None, decimals: int | None, as_json: bool) -> None:
+    """Register meter SERIAL for PAYER without a device: its residents read it by photo in the portal.
+
+    A meter a Pi already reads for the same payer needs nothing more (residents may photograph it too):
+    only --digits/--decimals are recorded. A Pi bound to the meter later takes over its binding.
+    """
+    b: Binding = _run_registry(ctx, lambda conn: registry.add_photo_meter(
+        conn, serial, payer_code=payer_code, kind=kind, address=address, digits=digits, decimals=decimals))
+    if as_json:
+        _print_json({"binding": b.as_json(show_payer=True), "digits": digits, "decimals": decimals})
+        return
+    how = f"by device {b.device_id}" if b.device_id else "from residents' photos"
+    click.echo(f"meter {b.meter_serial} ({b.kind}) of payer {mask_payer(b.payer_code)} is read {how} "
+               f"(binding {b.id})")
+    click.echo(f"next: meter-bridge residents invite --payer {b.payer_code}   (a link code for the resident)")
+
+
+@meters_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the meters as JSON.")
+@click.option("--show-payer", is_flag=True, help="Show payer codes and addresses in full (default: masked).")
+@click.pass_context
+def meters_list(ctx: click.Context, as_json: bool, show_payer: bool) -> None:
+    """List the meters read from residents' photos only (no device)."""
+    engine = open_engine(ctx)
+    try:
+        with read_only(engine) as conn:
+            rows = registry.list_photo_meters(conn)
+            wheels = {m.meter_serial: (m.digits, m.decimals)
+                      for b in rows for m in registry.photo_meters(conn, b.payer_code)}
+    finally:
+        engine.dispose()
+    if as_json:
+        _print_json({"meters": [{**b.as_json(show_payer=show_payer), "digits": wheels.get(b.meter_serial, (None,))[0],
+                                 "decimals": wheels.get(b.meter_serial, (None, None))[1]} for b in rows]})
+        return
+    table = Table(title="meters read from photos")
+    for col in ("meter", "kind", "payer", "wheels", "since"):
+        table.add_column(col)
+    for b in rows:
+        d, dec = wheels.get(b.meter_serial, (None, None))
+        table.add_row(b.meter_serial, b.kind, b.payer_code if show_payer else mask_payer(b.payer_code),
+                      f"{d if d is not None else '?'}.{dec if dec is not None else '?'}", _t(b.valid_from))
+    Console().print(table)
+
+
+@meters_group.command("remove")
+@click.argument("serial")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def meters_remove(ctx: click.Context, serial: str, as_json: bool) -> None:
+    """Stop reading meter SERIAL from photos (removed, or moved to another payer). Its readings stay."""
+    old: Binding = _run_registry(ctx, lambda conn: registry.remove_photo_meter(conn, serial))
+    if as_json:
+        _print_json({"closed": old.as_json(show_payer=True)})
+        return
+    click.echo(f"closed binding {old.id} (meter {old.meter_serial}) at {_t(old.valid_to)}")

@@ -31,7 +31,7 @@ from sqlalchemy import Connection, Engine, and_, exists, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from cloud_bridge.settlement.settings import SettlementSection
-from cloud_bridge.store.tables import bindings, corrections, readings, settlements, submissions
+from cloud_bridge.store.tables import bindings, corrections, photo_readings, readings, settlements, submissions
 from contract import settlement as rules
 from contract.payloads import format_utc
 
@@ -62,6 +62,13 @@ class Row:
     raw: str
     correction_id: int | None = None
     corrected_value: str | None = None
+    source: str = "device"  # device / photo
+    photo_state: str | None = None  # a photo reading's checks when sent: accepted / review
+
+    @property
+    def person_checked(self) -> bool:
+        """A person's value that the checks accepted: a correction, or a resident's photo reading."""
+        return self.correction_id is not None or (self.source == "photo" and self.photo_state == "accepted")
 
     @property
     def effective_value(self) -> str | None:
@@ -149,7 +156,7 @@ def bridge_checks(row: Row, billed: Billed | None, limits: SettlementSection) ->
     value = parse_value(text)
     if text is None or value is None:
         return None  # nothing to bill anyway; settlement says what it is
-    wheels = None if row.correction_id is not None else len(_wheels(row.raw)) or None
+    wheels = None if row.correction_id is not None or row.source == "photo" else len(_wheels(row.raw)) or None
     digits = digit_problem(text, wheels, limits)
     if digits is not None:
         return f"too_many_digits: {text} has {digits}"
@@ -187,9 +194,11 @@ def meter_rows(conn: Connection, meter_serial: str, since: datetime | None = Non
     accepted corrections, plus the `context` readings taken just before `since`."""
     lc = latest_accepted_corrections()
     q = (select(readings.c.id, readings.c.taken_at, readings.c.status, readings.c.value, readings.c.reason,
-                readings.c.raw, lc.c.id.label("correction_id"), lc.c.value.label("corrected_value"))
+                readings.c.raw, lc.c.id.label("correction_id"), lc.c.value.label("corrected_value"),
+                readings.c.source, photo_readings.c.state.label("photo_state"))
          .join(bindings, bindings.c.id == readings.c.binding_id)
          .outerjoin(lc, lc.c.reading_id == readings.c.id)
+         .outerjoin(photo_readings, photo_readings.c.reading_id == readings.c.id)
          .where(bindings.c.meter_serial == meter_serial))
     if exclude_reading is not None:
         q = q.where(readings.c.id != exclude_reading)
@@ -201,19 +210,23 @@ def meter_rows(conn: Connection, meter_serial: str, since: datetime | None = Non
     if since is not None:
         q = q.where(readings.c.taken_at >= since)
     found += conn.execute(q.order_by(readings.c.taken_at, readings.c.id)).all()
-    return [Row(r.id, r.taken_at, r.status, r.value, r.reason, r.raw, r.correction_id, r.corrected_value)
-            for r in found]
+    return [Row(r.id, r.taken_at, r.status, r.value, r.reason, r.raw, r.correction_id, r.corrected_value,
+                r.source, r.photo_state) for r in found]
 
 
 def observation(row: Row) -> rules.Observation:
+    """A stored reading for the shared rules. A person's checked value (an accepted correction, or a
+    resident's photo reading the checks accepted when it was sent) is `trusted`: an anchor that is
+    settled at once. A photo read once a month has no later readings to wait for (docs/decisions.md)."""
     text = row.effective_value
     corrected = row.correction_id is not None
+    photo = row.source == "photo"
     return rules.Observation(
         key=row.reading_id, taken_at=row.taken_at, value=parse_value(text),
-        status="corrected" if corrected else row.status,
-        digits=() if corrected else _wheels(row.raw),
+        status="corrected" if corrected else "photo" if photo else row.status,
+        digits=() if corrected or photo else _wheels(row.raw),
         decimals=len(text.partition(".")[2]) if text else 3,
-        trusted=corrected)
+        trusted=row.person_checked)
 
 
 def settle_rows(rows: Sequence[Row], billed: Billed | None, limits: SettlementSection) -> list[Result]:

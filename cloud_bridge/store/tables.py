@@ -89,6 +89,9 @@ meters = Table(
     Column("serial", String(64), primary_key=True),
     Column("kind", String(8), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+    # The wheels a resident's photo is read with (`meters add --digits --decimals`); NULL: from its values.
+    Column("digits", Integer),
+    Column("decimals", Integer),
     CheckConstraint("kind IN ('cold', 'hot')", name="kind"),
 )
 
@@ -103,7 +106,8 @@ payers = Table(
 bindings = Table(
     "bindings", metadata,
     Column("id", ID, primary_key=True, autoincrement=True),
-    Column("device_id", String(64), ForeignKey("devices.device_id"), nullable=False),
+    # NULL: a meter with no device, read from residents' photos (`meter-bridge meters add`)
+    Column("device_id", String(64), ForeignKey("devices.device_id")),
     Column("meter_serial", String(64), ForeignKey("meters.serial"), nullable=False),
     Column("payer_code", String(10), ForeignKey("payers.payer_code"), nullable=False),
     Column("valid_from", UtcDateTime, nullable=False),
@@ -115,12 +119,17 @@ bindings = Table(
     # At most one open binding per device (a partial unique index on both databases).
     Index("uq_bindings_open_device", "device_id", unique=True,
           sqlite_where=text("valid_to IS NULL"), postgresql_where=text("valid_to IS NULL")),
+    # At most one open device-less (photo) binding per meter.
+    Index("uq_bindings_open_photo_meter", "meter_serial", unique=True,
+          sqlite_where=text("device_id IS NULL AND valid_to IS NULL"),
+          postgresql_where=text("device_id IS NULL AND valid_to IS NULL")),
 )
 
 readings = Table(
     "readings", metadata,
     Column("id", ID, primary_key=True, autoincrement=True),
-    Column("device_id", String(64), ForeignKey("devices.device_id"), nullable=False),
+    # NULL for a resident's photo reading (source 'photo': no device, epoch 0, seq 0; see photo_readings)
+    Column("device_id", String(64), ForeignKey("devices.device_id")),
     Column("epoch", BigInteger, nullable=False, server_default="0"),  # the device's outbox; 0 = v1 device
     Column("seq", BigInteger, nullable=False),
     Column("taken_at", UtcDateTime, nullable=False),
@@ -133,8 +142,10 @@ readings = Table(
     Column("binding_id", ID, ForeignKey("bindings.id")),  # in force when stored; kept for ever
     Column("model", String(128), nullable=False, server_default=""),
     Column("raw", Text, nullable=False),  # the payload exactly as received (UTF-8 JSON)
+    Column("source", String(8), nullable=False, server_default="device"),  # device / photo (a resident's)
     UniqueConstraint("device_id", "epoch", "seq"),
     CheckConstraint("status IN ('ok', 'suspect', 'error')", name="status"),
+    CheckConstraint("source IN ('device', 'photo')", name="source"),
     Index("ix_readings_binding_id_taken_at", "binding_id", "taken_at"),
     Index("ix_readings_stored_at", "stored_at"),
     Index("ix_readings_device_id_taken_at", "device_id", "taken_at"),
@@ -172,6 +183,45 @@ settlements = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     CheckConstraint("state IN ('settled', 'outlier', 'pending')", name="state"),
     Index("ix_settlements_meter_serial_state", "meter_serial", "state"),
+)
+
+PHOTO_MAX_BYTES = 3 * 1024 * 1024
+"""The most a stored photo may take (a re-encoded JPEG, long side at most 2000 px: typically 0.2-0.8 MB)."""
+
+# A resident's photo of a meter (cloud_bridge/photo/upload.py, the portal's photo page): the re-encoded
+# JPEG (no metadata), what the reader proposed, and, once the resident sent a value, the reading it
+# became (`reading_id`) with whether they edited the proposal and what the checks said. A photo never
+# sent is a draft, deleted after a day. In the database, not in files: any worker may serve the next step.
+photo_readings = Table(
+    "photo_readings", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("user_id", ID, ForeignKey("users.id"), nullable=False),
+    Column("payer_code", String(10), ForeignKey("payers.payer_code"), nullable=False),
+    Column("meter_serial", String(64), ForeignKey("meters.serial"), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("image", LargeBinary, nullable=False),  # JPEG, EXIF and every other metadata stripped
+    Column("image_bytes", Integer, nullable=False),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("sha256", String(64), nullable=False),  # of the stored JPEG
+    Column("upload_format", String(8), nullable=False),  # JPEG / PNG / HEIF as uploaded
+    Column("upload_bytes", Integer, nullable=False),
+    Column("proposal", Text, nullable=False),  # the reader's answer (PhotoReading.to_json()), newest read
+    Column("proposed_value", String(24)),
+    Column("reader_status", String(16), nullable=False),  # ok / unsure / no_counter
+    Column("box_moved", Boolean, nullable=False, server_default="0"),  # the resident dragged the counter box
+    Column("reading_id", ID, ForeignKey("readings.id")),  # NULL: not sent (a draft)
+    Column("value", String(24)),  # what the resident sent
+    Column("edited", Boolean),  # value differs from the reader's proposal
+    Column("state", String(8)),  # the checks' verdict when sent: accepted / review
+    Column("reason", Text),
+    Column("sent_at", UtcDateTime),
+    UniqueConstraint("reading_id"),
+    CheckConstraint(f"image_bytes > 0 AND image_bytes <= {PHOTO_MAX_BYTES}", name="image_bytes"),
+    CheckConstraint("reader_status IN ('ok', 'unsure', 'no_counter')", name="reader_status"),
+    CheckConstraint("state IS NULL OR state IN ('accepted', 'review')", name="state"),
+    Index("ix_photo_readings_payer_code_created_at", "payer_code", "created_at"),
+    Index("ix_photo_readings_created_at", "created_at"),
 )
 
 refusals = Table(

@@ -1,0 +1,2 @@
+"""Residents' photos of their meters: reading them (`meter-bridge photo read`), taking uploads
+(`upload.py`) and keeping them as readings with the photo as evidence (`store.py`)."""

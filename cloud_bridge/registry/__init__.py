@@ -313,9 +313,9 @@ def add_photo_meter(conn: Connection, serial: str, *, payer_code: str, kind: Met
                                                   valid_from=now, note="read from residents' photos"))
     except IntegrityError:
         raise RegistryError(f"meter {serial} got registered by someone else just now; list it and retry") from None
-    b = _open_photo_binding(conn, serial)
-    assert b is not None
-    return b
+    opened = _open_photo_binding(conn, serial)
+    assert opened is not None
+    return opened
 
 
 def remove_photo_meter(conn: Connection, serial: str, *, now: datetime | None = None) -> Binding:

@@ -20,7 +20,16 @@ from sqlalchemy import Connection, Engine, select
 
 from cloud_bridge.settlement import settlement_of
 from cloud_bridge.settlement.settings import SettlementSection
-from cloud_bridge.store.tables import bindings, corrections, meters, payers, points_ledger, readings, submissions
+from cloud_bridge.store.tables import (
+    bindings,
+    corrections,
+    meters,
+    payers,
+    photo_readings,
+    points_ledger,
+    readings,
+    submissions,
+)
 from cloud_bridge.submission.outbox import Clock, Sleep
 from cloud_bridge.submission.passes import MeterOutcome, run_submission_pass, submission_key, window_rule
 from cloud_bridge.submission.periods import Period
@@ -70,7 +79,7 @@ def payer_history(conn: Connection, payer_code: str, *, timezone: str = "Europe/
             settle_meter(conn, serial, limits, utcnow(), since=utcnow() - timedelta(days=limits.lookback_days))
     q = (select(readings.c.id, readings.c.device_id, readings.c.seq, readings.c.taken_at, readings.c.value,
                 readings.c.status, readings.c.reason, readings.c.confidence, readings.c.binding_id,
-                readings.c.stored_at)
+                readings.c.stored_at, readings.c.source)
          .where(readings.c.binding_id.in_(list(by_binding) or [-1]))
          .order_by(readings.c.taken_at.desc(), readings.c.id.desc()))
     if limit:
@@ -84,17 +93,25 @@ def payer_history(conn: Connection, payer_code: str, *, timezone: str = "Europe/
         if corr.state == "accepted":
             latest[corr.reading_id] = corr
     settled = settlement_of(conn, [r.id for r in rows])
+    photos = {p.reading_id: p for p in conn.execute(
+        select(photo_readings.c.id, photo_readings.c.reading_id, photo_readings.c.proposed_value,
+               photo_readings.c.edited, photo_readings.c.box_moved, photo_readings.c.state)
+        .where(photo_readings.c.reading_id.in_([r.id for r in rows if r.source == "photo"] or [-1]))).all()}
     out_readings = []
     for r in rows:
         c = latest.get(r.id)
         state, why = settled.get(r.id, ("pending", "not settled yet"))
         out_readings.append({
             "id": r.id, "device_id": r.device_id, "seq": r.seq, "taken_at": _iso(r.taken_at), "value": r.value,
-            "status": r.status, "reason": r.reason, "confidence": r.confidence,
+            "status": r.status, "reason": r.reason, "confidence": r.confidence, "source": r.source,
             "meter_serial": by_binding[r.binding_id].meter_serial, "period": str(Period.of(r.taken_at, tz)),
             "corrected_value": c.value if c else None, "correction_id": c.id if c else None,
             "corrected_by": c.by if c else None, "stored_at": _iso(r.stored_at),
-            "settlement": {"state": state, "reason": why}})
+            "settlement": {"state": state, "reason": why},
+            "photo": None if r.id not in photos else {
+                "photo_id": photos[r.id].id, "proposed_value": photos[r.id].proposed_value,
+                "edited": bool(photos[r.id].edited), "box_moved": bool(photos[r.id].box_moved),
+                "checks": photos[r.id].state}})
     subs = conn.execute(select(submissions).where(submissions.c.payer_code == payer_code)
                         .order_by(submissions.c.period.desc(), submissions.c.meter_serial, submissions.c.id)).all()
     pts = conn.execute(select(points_ledger).where(points_ledger.c.payer_code == payer_code)

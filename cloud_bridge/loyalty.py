@@ -15,10 +15,9 @@ from functools import partial
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from cloud_bridge.delivery import Clock, OutboxSpec, RetryPolicy, Sleep, deliver, due_rows
 from cloud_bridge.gateways.base import CreditRequest, LoyaltyGateway
 from cloud_bridge.store.tables import points_ledger, submissions
-from cloud_bridge.submission.outbox import Clock, OutboxSpec, Sleep, deliver
-from cloud_bridge.submission.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +69,8 @@ def deliver_due_credits(
     limit: int = 1000,
 ) -> list[CreditOutcome]:
     """Report every due credit to the loyalty API; returns what happened to each one it touched."""
-    query = select(points_ledger).where(CREDITS.due(clock())).order_by(points_ledger.c.id).limit(limit)
-    if period is not None:
-        query = query.where(points_ledger.c.period == period)
-    with engine.begin() as conn:
-        rows = conn.execute(query).all()
     out = []
-    for row in rows:
+    for row in due_rows(engine, CREDITS, clock(), period=period, limit=limit):
         request = CreditRequest(row.payer_code, row.period, row.points, CREDIT_REASON)
         result = deliver(engine, CREDITS, row.id, partial(gateway.credit, request, row.idempotency_key),
                          policy=policy, lease_s=lease_s, clock=clock, sleep=sleep)

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from cloud_bridge.corrections import Verdict
     from cloud_bridge.gateways.base import BillingGateway, LoyaltyGateway
     from cloud_bridge.photo.upload import Photo
-    from cloud_bridge.submission.outbox import Clock, Sleep
+    from cloud_bridge.delivery import Clock, Sleep
     from cloud_bridge.submission.passes import MeterOutcome
 
 log = logging.getLogger(__name__)

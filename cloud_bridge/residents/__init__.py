@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, select
 
+from cloud_bridge.delivery import Clock, Sleep
 from cloud_bridge.settlement import settlement_of
 from cloud_bridge.settlement.settings import SettlementSection
 from cloud_bridge.store.tables import (
@@ -30,7 +31,6 @@ from cloud_bridge.store.tables import (
     readings,
     submissions,
 )
-from cloud_bridge.submission.outbox import Clock, Sleep
 from cloud_bridge.submission.passes import MeterOutcome, run_submission_pass, submission_key, window_rule
 from cloud_bridge.submission.periods import Period
 from cloud_bridge.submission.settings import submission_settings

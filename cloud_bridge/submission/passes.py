@@ -19,13 +19,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from cloud_bridge.delivery import Clock, OutboxSpec, RetryPolicy, Sleep, deliver, due_rows
 from cloud_bridge.gateways.base import Accepted, BillingGateway, LoyaltyGateway, ReadingSubmission
 from cloud_bridge.loyalty import CreditOutcome, append_points, deliver_due_credits
 from cloud_bridge.settlement.settings import SettlementSection, settlement_settings
 from cloud_bridge.store.tables import submissions
-from cloud_bridge.submission.outbox import Clock, OutboxSpec, Sleep, deliver
 from cloud_bridge.submission.periods import Period, WindowRule
-from cloud_bridge.submission.retry import RetryPolicy
 from cloud_bridge.submission.selection import BoundMeter, Choice, bound_meters, choose
 from cloud_bridge.submission.settings import SubmissionSection, submission_settings
 from contract.payloads import format_utc, mask_payer
@@ -248,11 +247,7 @@ def _dry_run_outcome(engine: Engine, meter: BoundMeter, p: Period, at: datetime,
 def _deliver_due(engine: Engine, config: BridgeConfig, billing: BillingGateway, policy: RetryPolicy,
                  settings: SubmissionSection, clock: Clock, sleep: Sleep, period: str | None,
                  pairs: set[tuple[str, str]] | None) -> list[str]:
-    query = select(submissions).where(SUBMISSIONS.due(clock())).order_by(submissions.c.id)
-    if period is not None:
-        query = query.where(submissions.c.period == period)
-    with engine.begin() as conn:
-        rows = conn.execute(query).all()
+    rows = due_rows(engine, SUBMISSIONS, clock(), period=period)
     sent = []
     points = config.loyalty.points
 

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from cloud_bridge.delivery import RetryPolicy
 from cloud_bridge.gateways.http import parse_retry_after
 from cloud_bridge.submission.periods import Period, WindowRule, parse_instant
-from cloud_bridge.submission.retry import RetryPolicy
 
 MSK = WindowRule()  # 15th → 3rd, Europe/Moscow (UTC+3, no DST)
 

@@ -1,4 +1,5 @@
 """Delivery through an outbox row: claim it, call the gateway outside any transaction, record the answer.
+Shared by the submission outbox (`submissions`, to billing) and the loyalty credits (`points_ledger`).
 
 The row is marked `sending` (with its idempotency key already on it) and committed BEFORE the HTTP call,
 so a process killed between "billing stored it" and "we recorded that" leaves a `sending` row behind; once
@@ -10,6 +11,7 @@ worker and an operator's `submit`) never send the same row at the same time.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,12 +20,31 @@ from typing import Any
 from sqlalchemy import Column, Connection, Engine, Table, and_, or_, select, update
 
 from cloud_bridge.gateways.base import Accepted, GatewayAnswer, Refused, TryLater
-from cloud_bridge.submission.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 Sleep = Callable[[float], None]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Backoff for the outboxes: exponential with jitter, honouring Retry-After, bounded per pass."""
+
+    max_attempts_per_pass: int = 4
+    base_s: float = 1.0
+    max_s: float = 300.0
+    max_wait_in_pass_s: float = 30.0  # a longer wait (a long Retry-After) is left to a later pass
+
+    def delay(self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
+        """Seconds to wait after the `attempt`-th failed attempt (1-based): "equal jitter" on
+        base·2^(n-1) capped at max_s, and never less than the server's Retry-After."""
+        r = rng or random
+        ceiling = min(self.max_s, self.base_s * 2 ** max(0, attempt - 1))
+        wait = ceiling / 2 + r.uniform(0, ceiling / 2)
+        if retry_after is not None:
+            wait = max(wait, retry_after + r.uniform(0, min(self.base_s, 1.0) / 2))
+        return wait
 
 
 @dataclass(frozen=True)
@@ -43,6 +64,19 @@ class OutboxSpec:
             and_(self.state == "pending", or_(t.next_attempt_at.is_(None), t.next_attempt_at <= now)),
             and_(self.state == "sending", t.next_attempt_at <= now),
         )
+
+
+def due_rows(engine: Engine, spec: OutboxSpec, now: datetime, *, period: str | None = None,
+             limit: int | None = None) -> list[Any]:
+    """The rows of `spec` a pass may send at `now`, oldest first (only `period`'s when given)."""
+    t = spec.table.c
+    query = select(spec.table).where(spec.due(now)).order_by(t.id)
+    if period is not None:
+        query = query.where(t.period == period)
+    if limit is not None:
+        query = query.limit(limit)
+    with engine.begin() as conn:
+        return list(conn.execute(query).all())
 
 
 @dataclass(frozen=True)

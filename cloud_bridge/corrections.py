@@ -35,7 +35,7 @@ from cloud_bridge.settlement import (
     parse_value,
     settle_rows,
 )
-from cloud_bridge.settlement.settings import SettlementSection, settlement_settings
+from cloud_bridge.settlement.settings import SettlementSection
 from cloud_bridge.store.tables import bindings
 from contract import settlement as rules
 from contract.payloads import VALUE_PATTERN, format_utc
@@ -69,7 +69,7 @@ class Verdict:
 def _limits(config: BridgeConfig | SettlementSection | None) -> SettlementSection:
     if isinstance(config, SettlementSection):
         return config
-    return SettlementSection() if config is None else settlement_settings(config)
+    return SettlementSection() if config is None else config.settlement
 
 
 def _fmt(value: Decimal, like: str, rounding: str = ROUND_HALF_EVEN) -> str:

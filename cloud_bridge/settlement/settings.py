@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from pydantic import Field
 
 from contract.settings import Section
-
-if TYPE_CHECKING:
-    from cloud_bridge.config import BridgeConfig
 
 
 class SettlementSection(Section):
@@ -32,8 +27,3 @@ class SettlementSection(Section):
         128, ge=8, le=10_000, description="Readings before the earliest changed one that settlement reads as "
         "context: a bounded cost per change however often the meter is read.")
 
-
-def settlement_settings(config: BridgeConfig) -> SettlementSection:
-    """The config's `settlement` section (defaults when the config has none)."""
-    section = getattr(config, "settlement", None)
-    return section if isinstance(section, SettlementSection) else SettlementSection()

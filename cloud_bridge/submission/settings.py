@@ -1,15 +1,10 @@
-"""The `submission` config section (retries, leases, the timer) and config loading for my commands."""
+"""The `submission` config section: retries, leases, the timer."""
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 from pydantic import Field
 
 from contract.settings import Section
-
-if TYPE_CHECKING:
-    from cloud_bridge.config import BridgeConfig
 
 
 class SubmissionSection(Section):
@@ -27,8 +22,3 @@ class SubmissionSection(Section):
     window_always_open: bool = Field(
         False, description="Treat the current period's window as open (the demo; never in production).")
 
-
-def submission_settings(config: BridgeConfig) -> SubmissionSection:
-    """The config's `submission` section (defaults when the config has none)."""
-    section = getattr(config, "submission", None)
-    return section if isinstance(section, SubmissionSection) else SubmissionSection()

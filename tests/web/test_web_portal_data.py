@@ -106,7 +106,6 @@ def test_a_misread_the_bridge_settled_as_an_outlier_is_shown_in_words_and_never_
     from web_helpers import store_readings
 
     from cloud_bridge.settlement import settle_meter
-    from cloud_bridge.settlement.settings import settlement_settings
     from cloud_bridge.web.i18n import translations
     from cloud_bridge.web.words import Words
 
@@ -115,7 +114,7 @@ def test_a_misread_the_bridge_settled_as_an_outlier_is_shown_in_words_and_never_
     misread_at = NOW - timedelta(days=10, hours=13)
     [misread] = store_readings(engine, "dev-a-cold", 1000, [(misread_at, "00195.000", "ok", None)])
     with engine.begin() as conn:
-        settle_meter(conn, "M-A-C", settlement_settings(config), NOW)
+        settle_meter(conn, "M-A-C", config.settlement, NOW)
     with engine.connect() as conn:
         view = payer_view(conn, config, ALICE, NOW)
     row = next(r for r in view.readings if r.id == misread)

@@ -8,22 +8,25 @@ from cloud_bridge.gateways.base import (
     BillingGateway,
     CreditRequest,
     GatewayAnswer,
+    Gateways,
     LoyaltyGateway,
     ReadingSubmission,
     Refused,
     TryLater,
 )
-from cloud_bridge.gateways.http import HttpBillingGateway, HttpLoyaltyGateway
+from cloud_bridge.gateways.http import HttpBillingGateway, HttpLoyaltyGateway, http_gateways
 
 __all__ = [
     "Accepted",
     "BillingGateway",
     "CreditRequest",
     "GatewayAnswer",
+    "Gateways",
     "HttpBillingGateway",
     "HttpLoyaltyGateway",
     "LoyaltyGateway",
     "ReadingSubmission",
     "Refused",
     "TryLater",
+    "http_gateways",
 ]

@@ -70,3 +70,24 @@ class LoyaltyGateway(Protocol):
     def credit(self, request: CreditRequest, idempotency_key: str) -> GatewayAnswer: ...
 
     def close(self) -> None: ...
+
+
+@dataclass
+class Gateways:
+    """The bridge's two gateways, built once by whoever runs passes (cloud_bridge.service, the `submit`
+    and `correct` commands, the portal) and closed by it, never by a pass."""
+
+    billing: BillingGateway
+    loyalty: LoyaltyGateway
+
+    def close(self) -> None:
+        try:
+            self.billing.close()
+        finally:
+            self.loyalty.close()
+
+    def __enter__(self) -> Gateways:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

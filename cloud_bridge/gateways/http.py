@@ -9,14 +9,17 @@ from typing import Any
 
 import httpx
 
+from cloud_bridge.config import BridgeConfig
 from cloud_bridge.gateways.base import (
     Accepted,
     CreditRequest,
     GatewayAnswer,
+    Gateways,
     ReadingSubmission,
     Refused,
     TryLater,
 )
+from contract.settings import read_secret
 
 log = logging.getLogger(__name__)
 
@@ -104,3 +107,15 @@ class HttpLoyaltyGateway(_JsonApi):
 
     def credit(self, request: CreditRequest, idempotency_key: str) -> GatewayAnswer:
         return self.post("/v1/credits", request.to_json(), idempotency_key, "credit_id")
+
+
+def http_gateways(config: BridgeConfig, *, timeout_s: float | None = None) -> Gateways:
+    """Billing and loyalty clients from the config (URLs, token files, submission.timeout_s)."""
+    timeout = timeout_s if timeout_s is not None else config.submission.timeout_s
+    billing = HttpBillingGateway(config.billing.url, read_secret(config.billing.token_file), timeout)
+    try:
+        loyalty = HttpLoyaltyGateway(config.loyalty.url, read_secret(config.loyalty.token_file), timeout)
+    except BaseException:
+        billing.close()
+        raise
+    return Gateways(billing, loyalty)

@@ -29,7 +29,6 @@ from sqlalchemy import Connection, Engine, and_, delete, func, select, update
 
 from cloud_bridge.registry import PhotoMeter, photo_binding
 from cloud_bridge.settlement import settle_meter
-from cloud_bridge.settlement.settings import settlement_settings
 from cloud_bridge.store.tables import photo_readings, readings
 from contract.payloads import VALUE_PATTERN
 
@@ -38,9 +37,9 @@ if TYPE_CHECKING:
 
     from cloud_bridge.config import BridgeConfig
     from cloud_bridge.corrections import Verdict
-    from cloud_bridge.gateways.base import BillingGateway, LoyaltyGateway
-    from cloud_bridge.photo.upload import Photo
     from cloud_bridge.delivery import Clock, Sleep
+    from cloud_bridge.gateways.base import Gateways
+    from cloud_bridge.photo.upload import Photo
     from cloud_bridge.submission.passes import MeterOutcome
 
 log = logging.getLogger(__name__)
@@ -227,15 +226,17 @@ class SendResult:
 
 
 def send(engine: Engine, config: BridgeConfig, photo_id: int, payer_code: str, value_text: str, *,
-         now: datetime | None = None, submit: bool = True, billing: BillingGateway | None = None,
-         loyalty: LoyaltyGateway | None = None, clock: Clock | None = None,
+         gateways: Gateways | None, now: datetime | None = None, submit: bool = True, clock: Clock | None = None,
          sleep: Sleep = time.sleep) -> SendResult:
-    """The resident confirms `value_text` for photo `photo_id` (module docstring: what happens)."""
+    """The resident confirms `value_text` for photo `photo_id` (module docstring: what happens).
+    `gateways` are the caller's; without them (None) nothing can be submitted, so `submit` must be False."""
     from cloud_bridge.corrections import check_correction
 
+    if submit and gateways is None:
+        raise ValueError("photo send with submit=True needs the billing and loyalty gateways")
     clock = clock or (lambda: datetime.now(UTC))
     now = now or clock()
-    limits = settlement_settings(config)
+    limits = config.settlement
     with engine.begin() as conn:
         draft = get_draft(conn, photo_id, payer_code)
         if draft is None:
@@ -285,25 +286,24 @@ def send(engine: Engine, config: BridgeConfig, photo_id: int, payer_code: str, v
              value, "edited" if edited else "as read", verdict.state)
     if verdict.accepted and submit:
         result.period, result.submission = _submit(engine, config, payer_code, meter.meter_serial, now,
-                                                   billing, loyalty, clock, sleep)
+                                                   gateways, clock, sleep)
     return result
 
 
 def _submit(engine: Engine, config: BridgeConfig, payer_code: str, meter_serial: str, now: datetime,
-            billing: BillingGateway | None, loyalty: LoyaltyGateway | None, clock: Clock,
+            gateways: Gateways | None, clock: Clock,
             sleep: Sleep) -> tuple[str, MeterOutcome | None]:
     """The submission pass for this one meter, when its period's window is open (else the timer's pass
     takes it when the window opens). The same pass, keys and rules as every reading's."""
     from cloud_bridge.submission.passes import run_submission_pass, window_rule
     from cloud_bridge.submission.periods import Period
-    from cloud_bridge.submission.settings import submission_settings
 
     rule = window_rule(config)
     period = Period.of(now, rule.tz)
     opens, closes = rule.window(period)
-    if not (submission_settings(config).window_always_open or opens <= now < closes):
+    if not (config.submission.window_always_open or opens <= now < closes):
         return str(period), None
-    report = run_submission_pass(engine, config, now, period=period, billing=billing, loyalty=loyalty, clock=clock,
+    report = run_submission_pass(engine, config, now, period=period, gateways=gateways, clock=clock,
                                  sleep=sleep, only=[(payer_code, meter_serial)])
     mine = [m for m in report.meters if m.payer_code == payer_code and m.meter_serial == meter_serial]
     return str(period), mine[-1] if mine else None

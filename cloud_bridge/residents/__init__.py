@@ -33,13 +33,12 @@ from cloud_bridge.store.tables import (
 )
 from cloud_bridge.submission.passes import MeterOutcome, run_submission_pass, submission_key, window_rule
 from cloud_bridge.submission.periods import Period
-from cloud_bridge.submission.settings import submission_settings
 from contract.payloads import VALUE_PATTERN, format_utc
 
 if TYPE_CHECKING:
     from cloud_bridge.config import BridgeConfig
     from cloud_bridge.corrections import Verdict
-    from cloud_bridge.gateways.base import BillingGateway, LoyaltyGateway
+    from cloud_bridge.gateways.base import Gateways
 
 CORRECTED_BY = ("resident", "installer", "operator")
 
@@ -164,8 +163,7 @@ def correct_reading(
     note: str | None = None,
     confirm: bool = False,
     at: datetime | None = None,
-    billing: BillingGateway | None = None,
-    loyalty: LoyaltyGateway | None = None,
+    gateways: Gateways,
     clock: Clock = lambda: datetime.now(UTC),
     sleep: Sleep = time.sleep,
 ) -> CorrectionResult:
@@ -177,7 +175,6 @@ def correct_reading(
     range is plausible. `confirm` (operators and installers only) accepts a value held for review."""
     from cloud_bridge.corrections import Verdict, check_correction
     from cloud_bridge.settlement import settle_meter
-    from cloud_bridge.settlement.settings import settlement_settings
 
     if not re.match(VALUE_PATTERN, value):
         raise ResidentError(f"value {value!r} is not a meter value: digits with an optional decimal part, "
@@ -189,7 +186,7 @@ def correct_reading(
     now = clock()
     at = at or now
     rule = window_rule(config)
-    limits = settlement_settings(config)
+    limits = config.settlement
     with engine.begin() as conn:
         r = conn.execute(
             select(readings.c.id, readings.c.value, readings.c.taken_at, readings.c.binding_id,
@@ -226,7 +223,7 @@ def correct_reading(
     period = Period.of(r.taken_at, rule.tz)
     result.period = str(period)
     opens, closes = rule.window(period)
-    always = submission_settings(config).window_always_open and period == Period.of(at, rule.tz)
+    always = config.submission.window_always_open and period == Period.of(at, rule.tz)
     if not always and at >= closes:
         result.message = f"recorded; the window of {period} closed at {format_utc(closes)}, so it is not submitted"
         return result
@@ -256,7 +253,7 @@ def correct_reading(
                 payer_code=r.payer_code, meter_serial=r.meter_serial, period=str(period), reading_id=reading_id,
                 correction_id=cid, value=value, taken_at=r.taken_at, state="pending", attempts=0,
                 created_at=now, updated_at=now))
-    report = run_submission_pass(engine, config, at, period=period, billing=billing, loyalty=loyalty, clock=clock,
+    report = run_submission_pass(engine, config, at, period=period, gateways=gateways, clock=clock,
                                  sleep=sleep, only=[(r.payer_code, r.meter_serial)])
     mine = [m for m in report.meters if m.key.endswith(f":c{cid}")] or [m for m in report.meters if m.key == key]
     result.submission = mine[-1] if mine else None

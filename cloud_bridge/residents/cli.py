@@ -112,6 +112,7 @@ def correct(ctx: click.Context, reading_id: int, value: str, by: str, note: str 
     reading billable; if its period is open and the value differs from what billing was sent, it is
     submitted with its own idempotency key (payer:meter:period:c<correction id>); billing may refuse it
     (e.g. decreasing_value), and `history` shows why."""
+    from cloud_bridge.gateways.http import http_gateways
     from cloud_bridge.residents import ResidentError, correct_reading
     from cloud_bridge.submission.periods import parse_instant
 
@@ -122,7 +123,9 @@ def correct(ctx: click.Context, reading_id: int, value: str, by: str, note: str 
         fail(str(exc))
     engine = open_engine(ctx)
     try:
-        result = correct_reading(engine, config, reading_id, value, by=by, note=note, confirm=confirm, at=at)
+        with http_gateways(config) as gateways:
+            result = correct_reading(engine, config, reading_id, value, by=by, note=note, confirm=confirm, at=at,
+                                     gateways=gateways)
     except ResidentError as exc:
         fail(str(exc))
     finally:

@@ -34,6 +34,7 @@ def submit(ctx: click.Context, period_text: str | None, at_text: str | None, dry
     Items that failed before (503, 429, timeouts) are retried when due.
     Exit status 0 when the pass ran, also when some meters need attention.
     """
+    from cloud_bridge.gateways.http import http_gateways
     from cloud_bridge.submission.passes import run_submission_pass
     from cloud_bridge.submission.periods import Period, parse_instant
 
@@ -45,7 +46,8 @@ def submit(ctx: click.Context, period_text: str | None, at_text: str | None, dry
         fail(str(exc))
     engine = open_engine(ctx)
     try:
-        report = run_submission_pass(engine, config, at, period=period, dry_run=dry_run)
+        with http_gateways(config) as gateways:
+            report = run_submission_pass(engine, config, at, period=period, dry_run=dry_run, gateways=gateways)
     finally:
         engine.dispose()
     if as_json:

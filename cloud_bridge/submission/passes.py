@@ -20,13 +20,13 @@ from sqlalchemy import Engine, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cloud_bridge.delivery import Clock, OutboxSpec, RetryPolicy, Sleep, deliver, due_rows
-from cloud_bridge.gateways.base import Accepted, BillingGateway, LoyaltyGateway, ReadingSubmission
+from cloud_bridge.gateways.base import Accepted, BillingGateway, Gateways, ReadingSubmission
 from cloud_bridge.loyalty import CreditOutcome, append_points, deliver_due_credits
-from cloud_bridge.settlement.settings import SettlementSection, settlement_settings
+from cloud_bridge.settlement.settings import SettlementSection
 from cloud_bridge.store.tables import submissions
 from cloud_bridge.submission.periods import Period, WindowRule
 from cloud_bridge.submission.selection import BoundMeter, Choice, bound_meters, choose
-from cloud_bridge.submission.settings import SubmissionSection, submission_settings
+from cloud_bridge.submission.settings import SubmissionSection
 from contract.payloads import format_utc, mask_payer
 
 if TYPE_CHECKING:
@@ -108,15 +108,6 @@ def retry_policy(settings: SubmissionSection) -> RetryPolicy:
                        settings.max_wait_in_pass_s)
 
 
-def gateways_from_config(config: BridgeConfig) -> tuple[BillingGateway, LoyaltyGateway]:
-    from cloud_bridge.gateways.http import HttpBillingGateway, HttpLoyaltyGateway
-    from contract.settings import read_secret
-
-    timeout = submission_settings(config).timeout_s
-    return (HttpBillingGateway(config.billing.url, read_secret(config.billing.token_file), timeout),
-            HttpLoyaltyGateway(config.loyalty.url, read_secret(config.loyalty.token_file), timeout))
-
-
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -126,10 +117,9 @@ def run_submission_pass(
     config: BridgeConfig,
     at: datetime | None = None,
     *,
+    gateways: Gateways | None,
     period: str | Period | None = None,
     dry_run: bool = False,
-    billing: BillingGateway | None = None,
-    loyalty: LoyaltyGateway | None = None,
     clock: Clock = _utcnow,
     sleep: Sleep = time.sleep,
     only: Iterable[tuple[str, str]] | None = None,
@@ -138,11 +128,11 @@ def run_submission_pass(
 
     Without `period`, items of any period that are due for a retry are delivered too (the timer's case);
     with it, only that period's. `only` limits the pass to some (payer_code, meter_serial) pairs.
-    Gateways default to HTTP clients built from the config (closed again at the end)."""
+    `gateways` are the caller's (built and closed by it); a dry run calls nobody and may pass None."""
     at = (at or clock()).astimezone(UTC)
     rule = window_rule(config)
-    settings = submission_settings(config)
-    limits = settlement_settings(config)
+    settings = config.submission
+    limits = config.settlement
     tz = rule.tz
     explicit = period is not None
     p = Period.parse(period) if isinstance(period, str) else period
@@ -171,27 +161,25 @@ def run_submission_pass(
                  format_utc(window[0]) if window else "?", format_utc(window[1]) if window else "?", format_utc(at))
     if dry_run:
         return report
+    if gateways is None:
+        raise ValueError("a submission pass that sends needs the billing and loyalty gateways")
 
-    built: list[BillingGateway | LoyaltyGateway] = []
-    if billing is None or loyalty is None:
-        b, lo = gateways_from_config(config)
-        billing, loyalty = billing or b, loyalty or lo
-        for gw in (b, lo):
-            if gw is billing or gw is loyalty:
-                built.append(gw)
-            else:
-                gw.close()
     policy = retry_policy(settings)
     scope = str(p) if explicit and p else None
-    try:
-        delivered = _deliver_due(engine, config, billing, policy, settings, clock, sleep, scope, pairs)
-        actions.update({k: "sent" for k in delivered})
-        report.credits = deliver_due_credits(engine, loyalty, policy=policy, lease_s=settings.lease_s, clock=clock,
-                                             sleep=sleep, period=scope)
-    finally:
-        for gw in built:
-            gw.close()
+    delivered = _deliver_due(engine, config, gateways.billing, policy, settings, clock, sleep, scope, pairs)
+    actions.update({k: "sent" for k in delivered})
+    report.credits = deliver_due_credits(engine, gateways.loyalty, policy=policy, lease_s=settings.lease_s,
+                                         clock=clock, sleep=sleep, period=scope)
     report.meters = _outcomes(engine, report.period if is_open else None, actions, pairs)
+    return report
+
+
+def logged_pass(engine: Engine, config: BridgeConfig, gateways: Gateways, now: datetime) -> PassReport:
+    """The running bridge's pass on its timer: as of `now`, any period, with a line in the log."""
+    report = run_submission_pass(engine, config, now, gateways=gateways)
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(report.counts().items())) or "nothing to do"
+    credits = sum(1 for c in report.credits if c.state == "credited")
+    log.info("submission pass for %s: %s; %d credits reported", report.period or "(no open window)", counts, credits)
     return report
 
 

@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from markupsafe import Markup
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from cloud_bridge.config import BridgeConfig
+from cloud_bridge.gateways.http import http_gateways
 from cloud_bridge.residents import CorrectionResult, ResidentError, correct_reading
 from cloud_bridge.store.engine import read_only
 from cloud_bridge.store.tables import bindings, readings
@@ -165,13 +168,20 @@ async def correct(request: Request) -> Response:
         return _correction_page(request, code, reading, 400, value=value, note=note, error=t.gettext(
             "Enter the number the meter shows, digits with a point or comma, e.g. 00123.456."))
     try:
-        result = await run_in_threadpool(correct_reading, w.engine, one_try(w.config), reading.id, value,
-                                         by="resident", note=note, at=w.now(), clock=w.now)
+        result = await run_in_threadpool(_correct, w.engine, w.config, reading.id, value, note, w.now)
     except ResidentError as exc:
         log.warning("correction of reading %s refused: %s", reading.id, exc)
         return _correction_page(request, code, reading, 400, value=value, note=note,
                                 error=t.gettext("This correction cannot be recorded. Reload the page and try again."))
     return _correction_page(request, code, reading, outcome=outcome(request, result))
+
+
+def _correct(engine: Engine, config: BridgeConfig, reading_id: int, value: str, note: str | None,
+             clock: Callable[[], datetime]) -> CorrectionResult:
+    config = one_try(config)
+    with http_gateways(config) as gateways:
+        return correct_reading(engine, config, reading_id, value, by="resident", note=note, at=clock(), clock=clock,
+                               gateways=gateways)
 
 
 def one_try(config: BridgeConfig) -> BridgeConfig:

@@ -9,9 +9,12 @@ from typing import Any
 from sqlalchemy import Engine
 
 from cloud_bridge.config import BridgeConfig
+from cloud_bridge.gateways.http import http_gateways
 from cloud_bridge.ingest.source import Message
 from cloud_bridge.ingest.store import handle
 from cloud_bridge.registry import add_device, bind
+from cloud_bridge.residents import CorrectionResult, correct_reading
+from cloud_bridge.submission.passes import PassReport, run_submission_pass
 from contract import topics
 from contract.payloads import Reading
 
@@ -22,6 +25,18 @@ def make_config(db_url: str, sandbox_url: str, **submission: Any) -> BridgeConfi
            "max_wait_in_pass_s": 2.0, "lease_s": 1.0, **submission}
     return BridgeConfig(database_url=db_url, billing={"url": sandbox_url}, loyalty={"url": sandbox_url, "points": 10},
                         submission=sub)
+
+
+def run_pass(engine: Engine, config: BridgeConfig, at: datetime | None = None, **kw: Any) -> PassReport:
+    """One submission pass with HTTP gateways built from the config, as `meter-bridge submit` runs it."""
+    with http_gateways(config) as gateways:
+        return run_submission_pass(engine, config, at, gateways=gateways, **kw)
+
+
+def correct(engine: Engine, config: BridgeConfig, reading_id: int, value: str, **kw: Any) -> CorrectionResult:
+    """A correction with HTTP gateways built from the config, as `meter-bridge correct` makes it."""
+    with http_gateways(config) as gateways:
+        return correct_reading(engine, config, reading_id, value, gateways=gateways, **kw)
 
 
 class Fleet:

@@ -8,11 +8,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from billing_helpers import Fleet, make_config
+from billing_helpers import Fleet, make_config, run_pass
 
 from cloud_bridge.sandbox import Fault, SandboxServer
 from cloud_bridge.store.tables import points_ledger, submissions
-from cloud_bridge.submission.passes import run_submission_pass
 from cloud_bridge.submission.periods import parse_instant
 
 AT = parse_instant("2026-10-20T09:00:00Z")
@@ -36,7 +35,7 @@ def test_outage_then_rate_limit_then_recovery(db_url: str, engine_for: Any, sand
     deadline = time.monotonic() + 30
     while True:
         passes += 1
-        report = run_submission_pass(engine, config, AT)
+        report = run_pass(engine, config, AT)
         if report.counts() == {"accepted": 6} and all(c.state == "credited" for c in report.credits):
             with engine.begin() as conn:
                 pending_credits = conn.execute(points_ledger.select().where(
@@ -61,7 +60,7 @@ def test_outage_then_rate_limit_then_recovery(db_url: str, engine_for: Any, sand
     accepted_keys = [r["idempotency_key"] for r in log if r["status"] == 201]
     assert len(accepted_keys) == len(set(accepted_keys)) == 9
     # A pass later changes nothing.
-    run_submission_pass(engine, config, AT + timedelta(days=1))
+    run_pass(engine, config, AT + timedelta(days=1))
     assert len(api.get("/v1/readings").json()["readings"]) == 6
     assert api.get("/v1/credits").json()["balance"] == 30
     api.close()
@@ -73,7 +72,7 @@ def test_timeout_while_billing_records_is_resent_with_the_same_key(
     _fleet(engine, 1)
     sandbox.faults.push(Fault(mode="delay", delay_s=0.8, target="readings"))
     config = make_config(sqlite_url, sandbox.url, timeout_s=0.3, backoff_base_s=1.0, max_wait_in_pass_s=2.0)
-    report = run_submission_pass(engine, config, AT)
+    report = run_pass(engine, config, AT)
     assert [(m.state, m.attempts) for m in report.meters] == [("accepted", 2)]
     time.sleep(1.0)  # the first answer is logged once its delay is over
     log = [r for r in sandbox.store.requests() if r["path"] == "/v1/readings"]

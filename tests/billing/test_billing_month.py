@@ -8,10 +8,9 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
-from billing_helpers import Fleet, make_config
+from billing_helpers import Fleet, make_config, run_pass
 
 from cloud_bridge.sandbox import SandboxServer
-from cloud_bridge.submission.passes import run_submission_pass
 from cloud_bridge.submission.periods import Period, WindowRule, parse_instant
 
 MSK = WindowRule().tz
@@ -56,12 +55,12 @@ def test_month_of_readings_for_20_meters(db_url: str, engine_for: Any, sandbox: 
     made = _month_of_readings(Fleet(engine), 20)
     api = httpx.Client(base_url=sandbox.url)
 
-    before = run_submission_pass(engine, config, parse_instant("2026-10-10T12:00:00Z"))
+    before = run_pass(engine, config, parse_instant("2026-10-10T12:00:00Z"))
     assert before.period is None and before.meters == []
     assert api.get("/v1/readings").json()["readings"] == []
 
     at = parse_instant("2026-10-20T09:00:00Z")
-    report = run_submission_pass(engine, config, at)
+    report = run_pass(engine, config, at)
     assert report.period == "2026-10" and report.window_open
     assert report.counts() == {"accepted": 20}
     expected = _expected(made, "2026-10", at)
@@ -81,16 +80,16 @@ def test_month_of_readings_for_20_meters(db_url: str, engine_for: Any, sandbox: 
 
     # Later passes in the same window: newer readings are stored but nothing is sent again.
     for later in ("2026-10-25T09:00:00Z", "2026-11-02T09:00:00Z"):
-        again = run_submission_pass(engine, config, parse_instant(later))
+        again = run_pass(engine, config, parse_instant(later))
         assert again.period == "2026-10" and again.counts() == {"accepted": 20}
         assert {m.action for m in again.meters} == {"unchanged"}
-    closed = run_submission_pass(engine, config, parse_instant("2026-11-10T09:00:00Z"))
+    closed = run_pass(engine, config, parse_instant("2026-11-10T09:00:00Z"))
     assert closed.period is None and closed.meters == []
     assert len(api.get("/v1/readings").json()["readings"]) == 20
     assert len(api.get("/v1/credits").json()["credits"]) == 10
 
     # The next month: one more submission per meter, points once more per payer.
-    nov = run_submission_pass(engine, config, parse_instant("2026-11-16T00:00:00Z"))
+    nov = run_pass(engine, config, parse_instant("2026-11-16T00:00:00Z"))
     assert nov.period == "2026-11" and nov.counts() == {"accepted": 20}
     assert len(api.get("/v1/readings", params={"period": "x"}).json()["readings"]) == 40
     payer = api.get("/v1/credits", params={"payer": "1000000003"}).json()
@@ -109,7 +108,7 @@ def test_month_boundary_in_moscow_time(sqlite_url: str, engine_for: Any, sandbox
     fleet.reading("dev-a", parse_instant("2026-10-31T22:00:00Z"), "00101.000")  # 01:00 on 1 Nov in Moscow
     fleet.reading("dev-a", parse_instant("2026-10-31T23:00:00Z"), "00101.500")  # November readings settle October's
     config = make_config(sqlite_url, sandbox.url)
-    report = run_submission_pass(engine, config, parse_instant("2026-11-02T00:00:00Z"), period="2026-10")
+    report = run_pass(engine, config, parse_instant("2026-11-02T00:00:00Z"), period="2026-10")
     assert [(m.value, m.state) for m in report.meters] == [("00100.000", "accepted")]
 
 
@@ -121,7 +120,7 @@ def test_dry_run_changes_nothing(sqlite_url: str, engine_for: Any, sandbox: Sand
     fleet.settled("dev-a", parse_instant("2026-10-16T10:00:00Z"), "00100.000")
     fleet.reading("dev-b", parse_instant("2026-10-16T10:00:00Z"), None, "error", "no alignment")
     config = make_config(sqlite_url, sandbox.url)
-    report = run_submission_pass(engine, config, parse_instant("2026-10-20T00:00:00Z"), dry_run=True)
+    report = run_pass(engine, config, parse_instant("2026-10-20T00:00:00Z"), dry_run=True)
     assert sorted((m.meter_serial, m.state) for m in report.meters) == [("M-A", "would_send"),
                                                                           ("M-B", "needs_attention")]
     assert sandbox.store.readings() == [] and sandbox.store.requests() == []
@@ -140,7 +139,7 @@ def test_backlog_taken_before_its_binding_opened_is_submitted(db_url: str, engin
     fleet.add("late-dev", "M-LATE", "2000000001", datetime(2026, 10, 25, tzinfo=UTC))
     fleet.readings("late-dev", [(datetime(2026, 10, 20, h, tzinfo=UTC), f"00042.{h:03d}", "ok", None)
                                 for h in range(1, 6)])
-    report = run_submission_pass(engine, config, parse_instant("2026-10-20T09:00:00Z"))
+    report = run_pass(engine, config, parse_instant("2026-10-20T09:00:00Z"))
     assert report.counts() == {"accepted": 1}
     got = httpx.Client(base_url=sandbox.url).get("/v1/readings").json()["readings"]
     # The latest *settled* one: 00042.004 and .005 wait for later readings to agree with them.

@@ -12,13 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
-from billing_helpers import Fleet, make_config
+from billing_helpers import Fleet, correct, make_config, run_pass
 from click.testing import CliRunner
 
 from cloud_bridge.cli import main
-from cloud_bridge.residents import ResidentError, correct_reading
+from cloud_bridge.residents import ResidentError
 from cloud_bridge.sandbox import SandboxServer, load_accounts
-from cloud_bridge.submission.passes import run_submission_pass
 from cloud_bridge.submission.periods import parse_instant
 from cloud_bridge.submission.state import loyalty_state_for, submission_state_for
 
@@ -75,7 +74,7 @@ def test_never_accepted_and_why(tmp_path: Path, db_url: str, engine_for: Any, bi
     engine = engine_for(db_url)
     _world(engine, billing)
     config = make_config(db_url, billing.url)
-    report = run_submission_pass(engine, config, AT)
+    report = run_pass(engine, config, AT)
     states = {m.meter_serial: (m.state, m.reason) for m in report.meters}
     assert states["M-A1"][0] == "needs_attention" and "only_suspect_readings" in states["M-A1"][1]
     assert "digit 3 below confidence" in states["M-A1"][1]
@@ -110,30 +109,30 @@ def test_corrections(db_url: str, engine_for: Any, billing: SandboxServer) -> No
     engine = engine_for(db_url)
     ids = _world(engine, billing)
     config = make_config(db_url, billing.url)
-    run_submission_pass(engine, config, AT)
+    run_pass(engine, config, AT)
 
     # A suspect-only meter: the resident reads the meter; the correction makes it submittable.
-    fixed = correct_reading(engine, config, ids["a1_suspect"], "00077.000", note="read it myself", at=AT)
+    fixed = correct(engine, config, ids["a1_suspect"], "00077.000", note="read it myself", at=AT)
     assert fixed.action == "submitted" and fixed.submission is not None
     assert (fixed.submission.key, fixed.submission.state, fixed.submission.value) == (
         f"{A}:M-A1:2026-10", "accepted", "00077.000")
     assert [c["payer_code"] for c in billing.store.credits()] == [B, A]
 
     # M-B's billed reading is followed by two showing the same: a higher value for it is ruled out.
-    ruled_out = correct_reading(engine, config, ids["b"], "00010.500", at=AT)
+    ruled_out = correct(engine, config, ids["b"], "00010.500", at=AT)
     assert ruled_out.action == "refused" and ruled_out.submission is None
     assert "plausible is 00006.999 – 00010.001 m3" in ruled_out.message  # not above the 10.000 an hour later
     # M-B's billed reading was misread low: the correction goes with its own key.
-    up = correct_reading(engine, config, ids["b_last"], "00010.500", at=AT)
+    up = correct(engine, config, ids["b_last"], "00010.500", at=AT)
     assert up.submission is not None and up.submission.key == f"{B}:M-B:2026-10:c{up.correction_id}"
     assert up.submission.state == "accepted"
     # ... and lower again: billing refuses a decrease; the reason is kept.
-    down = correct_reading(engine, config, ids["b_last"], "00010.200", at=AT)
+    down = correct(engine, config, ids["b_last"], "00010.200", at=AT)
     assert down.submission is not None and (down.submission.state, down.submission.reason) == (
         "refused", "decreasing_value")
-    same = correct_reading(engine, config, ids["b_last"], "00010.500", at=AT)
+    same = correct(engine, config, ids["b_last"], "00010.500", at=AT)
     assert same.action == "recorded" and "already has" in same.message
-    late = correct_reading(engine, config, ids["b_last"], "00011.000", at=parse_instant("2026-11-10T00:00:00Z"))
+    late = correct(engine, config, ids["b_last"], "00011.000", at=parse_instant("2026-11-10T00:00:00Z"))
     assert late.action == "recorded" and "closed" in late.message
 
     got = [(r["meter_serial"], r["value"]) for r in billing.store.readings() if r["meter_serial"] == "M-B"]
@@ -151,9 +150,9 @@ def test_corrections(db_url: str, engine_for: Any, billing: SandboxServer) -> No
     assert "plausible is" in hist["corrections"][0]["reason"]
     assert [s["state"] for s in hist["submissions"]] == ["accepted", "accepted", "refused"]
     with pytest.raises(ResidentError, match="no reading"):
-        correct_reading(engine, config, 999999, "1", at=AT)
+        correct(engine, config, 999999, "1", at=AT)
     with pytest.raises(ResidentError, match="not a meter value"):
-        correct_reading(engine, config, ids["b"], "12,5", at=AT)
+        correct(engine, config, ids["b"], "12,5", at=AT)
 
 
 def test_correct_cli(tmp_path: Path, sqlite_url: str, engine_for: Any, billing: SandboxServer) -> None:
@@ -181,18 +180,19 @@ def test_correct_cli(tmp_path: Path, sqlite_url: str, engine_for: Any, billing: 
 
 
 def test_timer_runs_passes_in_the_background(sqlite_url: str, engine_for: Any, billing: SandboxServer) -> None:
-    from cloud_bridge.submission.timer import SubmissionTimer, periodic_tasks
+    from cloud_bridge.gateways.http import http_gateways
+    from cloud_bridge.service import timed_jobs
 
     engine = engine_for(sqlite_url)
     _world(engine, billing)
     config = make_config(sqlite_url, billing.url)
-    task, settle = periodic_tasks(config, engine)
-    assert task.name == "submission" and task.every_s == config.submission.pass_every_s
-    assert settle.name == "settlement" and settle.every_s == config.settlement.every_s
-    timer = SubmissionTimer(engine, config)
-    assert timer.start(AT) is True
-    timer.join(30)
-    assert timer.passes == 1 and timer.last_error is None
+    with http_gateways(config) as gateways:
+        submission, settlement = timed_jobs(engine, config, gateways)
+        assert submission.task().name == "submission" and submission.every_s == config.submission.pass_every_s
+        assert settlement.task().name == "settlement" and settlement.every_s == config.settlement.every_s
+        assert submission.job.start(AT) is True
+        assert submission.job.join(30)
+    assert submission.job.runs == 1 and submission.job.last_error is None
     assert [r["meter_serial"] for r in billing.store.readings() if r["period"] == "2026-10"] == ["M-B"]
 
 
@@ -210,7 +210,7 @@ def test_reasons_on_the_device_state_topic(sqlite_url: str, engine_for: Any, bil
     engine = engine_for(sqlite_url)
     _world(engine, billing)
     config = make_config(sqlite_url, billing.url)
-    run_submission_pass(engine, config, AT)
+    run_pass(engine, config, AT)
 
     pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="billing-test-pub")
     pub.connect("127.0.0.1", broker.port)

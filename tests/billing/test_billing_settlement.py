@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from billing_helpers import Fleet, make_config
+from billing_helpers import Fleet, correct, make_config, run_pass
 from click.testing import CliRunner
 
 from cloud_bridge.cli import main
-from cloud_bridge.residents import correct_reading, payer_history
+from cloud_bridge.residents import payer_history
 from cloud_bridge.sandbox import SandboxServer
 from cloud_bridge.store.tables import settlements
-from cloud_bridge.submission.passes import run_submission_pass
 from cloud_bridge.submission.periods import parse_instant
 from cloud_bridge.submission.state import submission_state_for
 
@@ -74,7 +73,7 @@ def test_an_absurd_ok_value_is_never_billed_and_the_next_month_bills_normally(
     absurd_id = next(i for i, t in ids.items() if t == absurd_at)
 
     # The pass runs just after the absurd reading: it is the newest `ok` of August, and is not billed.
-    aug = run_submission_pass(engine, config, absurd_at + timedelta(minutes=5))
+    aug = run_pass(engine, config, absurd_at + timedelta(minutes=5))
     assert [(m.period, m.state) for m in aug.meters] == [("2026-08", "accepted")]
     [billed] = _billed(sandbox)
     taken = parse_instant(billed["taken_at"])
@@ -84,7 +83,7 @@ def test_an_absurd_ok_value_is_never_billed_and_the_next_month_bills_normally(
     assert state == "outlier" and reason is not None and "more digits than a meter has" in reason
 
     # September bills normally: no decreasing_value, the value is the truth at its time.
-    sep = run_submission_pass(engine, config, parse_instant("2026-09-20T12:00:00Z"))
+    sep = run_pass(engine, config, parse_instant("2026-09-20T12:00:00Z"))
     assert [(m.period, m.state, m.reason) for m in sep.meters] == [("2026-09", "accepted", None)]
     got = _billed(sandbox)
     assert [g["period"] for g in got] == ["2026-08", "2026-09"]
@@ -107,7 +106,7 @@ def test_a_lone_misread_is_not_billed_its_settled_neighbour_is(db_url: str, engi
     config = make_config(db_url, sandbox.url)
     t = datetime(2026, 10, 19, 12, tzinfo=UTC)
     ids = _meter(Fleet(engine), datetime(2026, 10, 25, tzinfo=UTC), {t: fmt(truth(t) + Decimal("0.5"))})
-    report = run_submission_pass(engine, config, t + timedelta(minutes=1))
+    report = run_pass(engine, config, t + timedelta(minutes=1))
     assert report.counts() == {"accepted": 1}
     [billed] = _billed(sandbox)
     assert parse_instant(billed["taken_at"]) == t - EVERY and billed["value"] == fmt(truth(t - EVERY))
@@ -125,7 +124,7 @@ def test_nothing_settled_waits_with_the_reason_then_bills(db_url: str, engine_fo
     fleet.reading("dev-1", first - timedelta(days=1), "00199.000")
     fleet.reading("dev-1", first, "00200.000")
     at = first + timedelta(hours=1)
-    report = run_submission_pass(engine, config, at)
+    report = run_pass(engine, config, at)
     [m] = report.meters
     assert m.state == "needs_attention" and m.reason is not None
     assert m.reason.startswith("nothing_settled") and "pending (waiting for later readings to agree)" in m.reason
@@ -137,7 +136,7 @@ def test_nothing_settled_waits_with_the_reason_then_bills(db_url: str, engine_fo
     assert _billed(sandbox) == []
 
     fleet.readings("dev-1", [(first + timedelta(hours=h), "00200.010", "ok", None) for h in (2, 4)])
-    later = run_submission_pass(engine, config, first + timedelta(hours=5))
+    later = run_pass(engine, config, first + timedelta(hours=5))
     # Two later readings agree with the first one: it is settled and billed (they wait for their own).
     assert [(x.state, x.value, x.taken_at) for x in later.meters] == [("accepted", "00200.000", first)]
     assert [g["value"] for g in _billed(sandbox)] == ["00200.000"]
@@ -150,10 +149,10 @@ def test_below_what_billing_holds_is_an_outlier_not_a_refusal(db_url: str, engin
     fleet = Fleet(engine)
     fleet.add("dev-1", "M-1", PAYER, T0)
     fleet.settled("dev-1", datetime(2026, 10, 18, 6, tzinfo=UTC), "00300.000")
-    assert run_submission_pass(engine, config, parse_instant("2026-10-20T00:00:00Z")).counts() == {"accepted": 1}
+    assert run_pass(engine, config, parse_instant("2026-10-20T00:00:00Z")).counts() == {"accepted": 1}
     # November: the device reads lower than what billing holds (a swapped meter, a stuck wheel), all `ok`.
     fleet.readings("dev-1", [(datetime(2026, 11, 16, h, tzinfo=UTC), "00290.000", "ok", None) for h in range(6)])
-    nov = run_submission_pass(engine, config, parse_instant("2026-11-17T00:00:00Z"))
+    nov = run_pass(engine, config, parse_instant("2026-11-17T00:00:00Z"))
     [m] = nov.meters
     assert m.state == "needs_attention" and m.reason is not None and "below what billing holds" in m.reason
     assert [g["period"] for g in _billed(sandbox)] == ["2026-10"]  # never sent: no decreasing_value to explain
@@ -170,14 +169,14 @@ def test_corrections_are_checked_and_can_repair_a_blocked_month(tmp_path: Path, 
     ids = _meter(Fleet(engine), datetime(2026, 9, 18, tzinfo=UTC),
                  {**{t: None for t in (datetime(2026, 9, 1, tzinfo=UTC) + k * EVERY for k in range(60))}, **sep})
     at = parse_instant("2026-09-18T00:00:00Z")
-    blocked = run_submission_pass(engine, config, at)
+    blocked = run_pass(engine, config, at)
     [m] = blocked.meters
     assert m.state == "needs_attention" and m.reason is not None and "outlier" in m.reason
     assert "more digits than a meter has" in m.reason
     last_absurd = max(i for i, t in ids.items() if t in sep)
     taken = ids[last_absurd]
 
-    refused = correct_reading(engine, config, last_absurd, "99999999", at=at)
+    refused = correct(engine, config, last_absurd, "99999999", at=at)
     assert refused.action == "refused" and refused.verdict is not None
     low = refused.verdict.plausible_low
     # The last settled reading before (two more after it were needed; errors and outliers do not count),

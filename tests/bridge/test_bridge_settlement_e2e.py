@@ -21,10 +21,11 @@ from bridge_helpers import Device, InProcessBridge, config, register, wait_until
 from sqlalchemy import Engine, func, select
 
 from cloud_bridge.broker import MosquittoBroker
+from cloud_bridge.gateways.http import http_gateways
 from cloud_bridge.sandbox import SandboxServer
 from cloud_bridge.settlement import settle_dirty
 from cloud_bridge.store.tables import readings, settlements
-from cloud_bridge.submission.passes import run_submission_pass
+from cloud_bridge.submission.passes import PassReport, run_submission_pass
 from cloud_bridge.submission.periods import parse_instant
 from contract.payloads import Reading, format_utc
 
@@ -35,6 +36,11 @@ START = datetime(2026, 10, 1, tzinfo=UTC)
 EVERY = timedelta(hours=4)
 RATES = [Decimal("0.0125"), Decimal("0.02"), Decimal("0.031")]  # m3/h: three households
 BASES = [Decimal("123.693"), Decimal("160.07"), Decimal("998.5")]
+
+
+def _pass(engine: Engine, cfg: Any, at: datetime) -> PassReport:
+    with http_gateways(cfg) as gateways:
+        return run_submission_pass(engine, cfg, at, gateways=gateways)
 
 
 def truth(i: int, t: datetime) -> str:
@@ -112,7 +118,7 @@ def test_a_month_through_mqtt_bills_each_meter_once_with_the_true_value(
         with engine.connect() as conn:
             assert conn.execute(select(func.count()).select_from(settlements)).scalar_one() == total
 
-        report = run_submission_pass(engine, cfg, at)
+        report = _pass(engine, cfg, at)
         assert report.counts() == {"accepted": 3}, report.to_json()
         got = httpx.get(f"{sandbox.url}/v1/readings").json()["readings"]
         assert sorted(g["meter_serial"] for g in got) == [f"SN-{d}" for d in DEVICES]  # once each
@@ -132,7 +138,7 @@ def test_a_month_through_mqtt_bills_each_meter_once_with_the_true_value(
         with InProcessBridge(engine, cfg):
             more = sum(publish(dev, seqs, i, frames(i, at + EVERY, nov_at, {})) for i in range(3))
             assert wait_until(lambda: stored(engine) == total + more, timeout=60)
-        nov = run_submission_pass(engine, cfg, nov_at)
+        nov = _pass(engine, cfg, nov_at)
         assert nov.counts() == {"accepted": 3}, nov.to_json()
         got = httpx.get(f"{sandbox.url}/v1/readings").json()["readings"]
         assert len(got) == 6 and not [r for r in sandbox.store.requests() if r["status"] == 422]
@@ -205,7 +211,7 @@ def test_frames_read_by_meter_edge_billed_with_the_true_value(
     finally:
         dev.close()
     at = parse_instant("2026-10-20T00:00:00Z")  # just after the last frame (22:00)
-    report = run_submission_pass(engine, cfg, at)
+    report = _pass(engine, cfg, at)
     assert report.counts() == {"accepted": 2}, report.to_json()
     got = httpx.get(f"{sandbox.url}/v1/readings").json()["readings"]
     assert sorted(g["meter_serial"] for g in got) == [f"SN-{d}" for d in sorted(seeds)]  # once each

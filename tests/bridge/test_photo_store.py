@@ -9,6 +9,7 @@ import io
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -16,6 +17,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 
 from cloud_bridge.config import BridgeConfig
+from cloud_bridge.gateways.http import http_gateways
 from cloud_bridge.photo import store as photos
 from cloud_bridge.photo.upload import Photo, normalise
 from cloud_bridge.registry import (
@@ -27,7 +29,7 @@ from cloud_bridge.registry import (
     photo_binding,
     remove_photo_meter,
 )
-from cloud_bridge.residents import correct_reading, payer_history
+from cloud_bridge.residents import CorrectionResult, correct_reading, payer_history
 from cloud_bridge.sandbox import SandboxServer
 from cloud_bridge.store.tables import counters, photo_readings, readings, settlements
 from cloud_bridge.web.users import create_user
@@ -46,6 +48,16 @@ def config(db_url: str, sandbox_url: str) -> BridgeConfig:
     return BridgeConfig(database_url=db_url, billing={"url": sandbox_url}, loyalty={"url": sandbox_url, "points": 10},
                         submission={"timeout_s": 2.0, "max_attempts_per_pass": 2, "backoff_base_s": 0.05,
                                     "backoff_max_s": 0.2, "max_wait_in_pass_s": 1.0, "lease_s": 1.0})
+
+
+def send(engine: Engine, cfg: BridgeConfig, *args: Any, **kw: Any) -> photos.SendResult:
+    with http_gateways(cfg) as gateways:
+        return photos.send(engine, cfg, *args, gateways=gateways, **kw)
+
+
+def correct(engine: Engine, cfg: BridgeConfig, *args: Any, **kw: Any) -> CorrectionResult:
+    with http_gateways(cfg) as gateways:
+        return correct_reading(engine, cfg, *args, gateways=gateways, **kw)
 
 
 def a_photo() -> Photo:
@@ -83,7 +95,7 @@ def test_a_meter_with_no_device_first_photo_waits_for_the_utility_then_bills(
     cfg = config(db_url, sandbox.url)
     october = NOW - timedelta(days=31)
     pid = draft(engine, world, "00120.500", october)
-    first = photos.send(engine, cfg, pid, PAYER, "120.5", now=october)
+    first = send(engine, cfg, pid, PAYER, "120.5", now=october)
     assert first.action == "review" and first.value == "00120.500" and not first.edited  # same number, padded
     assert first.reading_id is not None and first.submission is None
     with engine.connect() as conn:
@@ -91,13 +103,13 @@ def test_a_meter_with_no_device_first_photo_waits_for_the_utility_then_bills(
         assert (r.source, r.device_id, r.status, r.value) == ("photo", None, "ok", "00120.500")
         assert conn.execute(select(settlements.c.state).where(settlements.c.reading_id == r.id)).scalar() == "pending"
     # the utility confirms it (as for any value with nothing around it to check against)
-    confirmed = correct_reading(engine, cfg, first.reading_id, "00120.500", by="operator", confirm=True, at=october,
+    confirmed = correct(engine, cfg, first.reading_id, "00120.500", by="operator", confirm=True, at=october,
                                 clock=lambda: october)
     assert confirmed.verdict is not None and confirmed.verdict.accepted
 
     # a month later: the next photo is checked against it, settled at once, billed, points credited
     pid = draft(engine, world, "00131.250", NOW)
-    sent = photos.send(engine, cfg, pid, PAYER, "00131.250", now=NOW, clock=lambda: NOW)
+    sent = send(engine, cfg, pid, PAYER, "00131.250", now=NOW, clock=lambda: NOW)
     assert sent.action == "stored" and sent.verdict is not None and sent.verdict.accepted
     assert sent.submission is not None and sent.submission.state == "accepted", sent.submission
     assert sent.submission.value == "00131.250"
@@ -122,15 +134,15 @@ def test_an_edited_value_is_marked_and_another_meters_value_stores_nothing(
         engine: Engine, db_url: str, world: int, sandbox: SandboxServer) -> None:
     cfg = config(db_url, sandbox.url)
     base = draft(engine, world, "00100.000", NOW - timedelta(days=30))
-    r = photos.send(engine, cfg, base, PAYER, "00100.000", now=NOW - timedelta(days=30))
+    r = send(engine, cfg, base, PAYER, "00100.000", now=NOW - timedelta(days=30))
     assert r.reading_id is not None
-    correct_reading(engine, cfg, r.reading_id, "00100.000", by="operator", confirm=True, at=NOW - timedelta(days=30),
+    correct(engine, cfg, r.reading_id, "00100.000", by="operator", confirm=True, at=NOW - timedelta(days=30),
                     clock=lambda: NOW - timedelta(days=30))
     # the photo shows another meter: 48213 m3 where this one showed 100 a month ago
     other = draft(engine, world, "48213.000", NOW)
     with engine.connect() as conn:
         before = conn.execute(select(func.count()).select_from(readings)).scalar()
-    refused = photos.send(engine, cfg, other, PAYER, "48213.000", now=NOW)
+    refused = send(engine, cfg, other, PAYER, "48213.000", now=NOW)
     assert refused.action == "refused" and refused.reading_id is None
     assert refused.verdict is not None and refused.verdict.plausible_low is not None
     with engine.connect() as conn:
@@ -140,19 +152,19 @@ def test_an_edited_value_is_marked_and_another_meters_value_stores_nothing(
                             .where(counters.c.name == "photo_refused:out_of_range")).scalar() == 1
     # the reader was off by a wheel; the resident typed what they see: stored, marked edited
     pid = draft(engine, world, "00108.000", NOW)
-    sent = photos.send(engine, cfg, pid, PAYER, "00109,5", now=NOW, submit=False)
+    sent = send(engine, cfg, pid, PAYER, "00109,5", now=NOW, submit=False)
     assert sent.action == "stored" and sent.edited and sent.value == "00109.500"
     with pytest.raises(photos.PhotoError) as err:  # once only
-        photos.send(engine, cfg, pid, PAYER, "00109.5", now=NOW)
+        send(engine, cfg, pid, PAYER, "00109.5", now=NOW)
     assert err.value.code == "already_sent"
     with pytest.raises(photos.PhotoError) as err:  # more wheels than the meter has
-        photos.send(engine, cfg, draft(engine, world, "00109.000", NOW), PAYER, "0010.12345", now=NOW)
+        send(engine, cfg, draft(engine, world, "00109.000", NOW), PAYER, "0010.12345", now=NOW)
     assert err.value.code == "too_many_digits"
     with pytest.raises(photos.PhotoError) as err:  # another payer's photo answers like an unknown one
-        photos.send(engine, cfg, pid, OTHER, "00109.5", now=NOW)
+        send(engine, cfg, pid, OTHER, "00109.5", now=NOW)
     assert err.value.code == "no_photo"
     with pytest.raises(photos.PhotoError) as err:  # a photo of something else cannot be sent
-        photos.send(engine, cfg, draft(engine, world, None, NOW, status="no_counter"), PAYER, "00109.5", now=NOW)
+        send(engine, cfg, draft(engine, world, None, NOW, status="no_counter"), PAYER, "00109.5", now=NOW)
     assert err.value.code == "no_counter"
 
 

@@ -8,6 +8,7 @@ import click
 from sqlalchemy import Engine
 
 from cloud_bridge.config import BridgeConfig, ConfigError, load_bridge_config
+from cloud_bridge.store.engine import StoreError, open_existing_store
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -32,13 +33,8 @@ def open_engine(ctx: click.Context, *, migrate: bool = True) -> Engine:
     """The store for this command. It must exist: only `meter-bridge db upgrade` creates a database,
     so a typo in database_url is an error, not a new empty fleet. An existing database at an older
     schema is migrated to the newest one (migrate=True) or refused (migrate=False)."""
-    from cloud_bridge.store.engine import StoreError, open_store
-
     cfg = load_config(ctx)
     try:
-        return open_store(cfg.database_url, migrate=migrate, create=False)
+        return open_existing_store(cfg.database_url, migrate=migrate)
     except StoreError as exc:
         fail(str(exc))
-    except Exception as exc:
-        fail(f"cannot open the database ({cfg.database_url.split('@')[-1]}): {exc}. "
-             "Check database_url (BRIDGE_DATABASE_URL) and that the server is running.")

@@ -7,6 +7,7 @@ start. Secrets (broker password, API tokens) are read from files named here, nev
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -17,6 +18,9 @@ from cloud_bridge.web.settings import WebSection
 from contract.settings import ConfigError, Section, TomlEnvSettings, load_settings
 
 DEFAULT_CONFIG = Path("config/bridge.toml")
+
+SourceName = Literal["mqtt", "amqp"]
+SOURCE_NAMES: tuple[str, ...] = get_args(SourceName)
 
 __all__ = ["BridgeConfig", "ConfigError", "load_bridge_config"]
 
@@ -89,6 +93,9 @@ class CommandsSection(Section):
 
 
 class IngestSection(Section):
+    source: SourceName = Field(
+        "mqtt", description="Where workers take readings from: `mqtt` (a shared subscription on one broker, e.g. "
+        "Mosquitto) or `amqp` (a quorum queue on a RabbitMQ cluster). `run --source` overrides it.")
     batch_size: int = Field(200, ge=1, le=10_000, description="Most readings committed in one transaction.")
     batch_ms: float = Field(5.0, ge=0, le=10_000, description="Longest wait to fill a batch before committing.")
     workers: int = Field(1, ge=1, le=64, description="Default for `run --workers`.")

@@ -24,6 +24,14 @@ class Message:
 
 
 class MessageSource(Protocol):
+    @property
+    def connected(self) -> bool:
+        """True while connected to the broker (`/healthz`, `meterfleet_mqtt_connected`)."""
+
+    @property
+    def connects(self) -> int:
+        """How many times it connected since it was built (more than 1: it reconnected)."""
+
     def start(self, timeout_s: float = 10.0) -> None:
         """Connect and subscribe; raise SourceError with what to do when it cannot."""
 

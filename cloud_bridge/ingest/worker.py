@@ -29,20 +29,11 @@ from cloud_bridge.ingest.store import (
 )
 from cloud_bridge.metrics import IngestMetrics
 from cloud_bridge.store.tables import utcnow
+from cloud_bridge.timers import PeriodicTask
 from contract import topics
 from contract.payloads import Ack, DeadLetter
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PeriodicTask:
-    """Something the running bridge does on a timer (e.g. a submission pass), between batches."""
-
-    name: str
-    every_s: float
-    run: Callable[[datetime], None]
-    last: float = field(default=0.0)
 
 
 @dataclass

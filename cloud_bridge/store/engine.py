@@ -183,3 +183,16 @@ def open_store(url: str, *, migrate: bool = True, create: bool = True) -> Engine
         engine.dispose()
         raise
     return engine
+
+
+def open_existing_store(url: str, *, migrate: bool = True) -> Engine:
+    """`open_store(create=False)` for the bridge's commands and workers: any failure is a StoreError that
+    says what to check (a server that is down, a wrong URL)."""
+    try:
+        return open_store(url, migrate=migrate, create=False)
+    except StoreError:
+        raise
+    except Exception as exc:
+        where = make_url(normalise_url(url)).render_as_string(hide_password=True)
+        raise StoreError(f"cannot open the database ({where}): {exc}. Check database_url (BRIDGE_DATABASE_URL) "
+                         "and that the server is running.") from exc

@@ -1,0 +1,164 @@
+"""The running bridge, put together in one place.
+
+`meter-bridge run` starts one or more worker processes; each is built here, from the config, in this
+order: the store (engine), the message source (`ingest.source`: an MQTT shared subscription on one box,
+an AMQP quorum queue on a RabbitMQ cluster), the fleet publisher (answers and retained fleet topics go
+out through the source), and on worker 0 the billing and loyalty gateways and the timers (submission
+pass, settlement); then the metrics listener and the ingest worker that uses all of them. Everything is
+passed in explicitly; nothing below builds its own. They are closed in the reverse order, on every
+way out (a clean stop, an error while starting, a crash in the loop): the metrics listener, the timers
+(a running pass gets a few seconds to finish; one cut short is safe, its rows are leased), the
+gateways, the source (the broker keeps what was not acknowledged), the engine.
+
+A message source is added by one factory in `SOURCES` (a class with the `MessageSource` interface of
+`cloud_bridge.ingest.source`) and one value of `ingest.source`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from functools import partial
+
+from prometheus_client import CollectorRegistry
+from sqlalchemy import Engine
+
+from cloud_bridge.config import SOURCE_NAMES, BridgeConfig
+from cloud_bridge.fleet import FleetPublisher
+from cloud_bridge.gateways.base import Gateways
+from cloud_bridge.gateways.http import http_gateways
+from cloud_bridge.ingest.mqtt_source import MqttSource
+from cloud_bridge.ingest.source import MessageSource, SourceError
+from cloud_bridge.ingest.worker import IngestWorker
+from cloud_bridge.metrics import IngestMetrics, MetricsServer, StoreCollector, health
+from cloud_bridge.settlement import settle_dirty
+from cloud_bridge.store.engine import open_existing_store
+from cloud_bridge.submission.passes import logged_pass
+from cloud_bridge.timers import BackgroundJob, PeriodicTask
+
+log = logging.getLogger(__name__)
+
+JOB_STOP_WAIT_S = 5.0
+
+SourceFactory = Callable[[BridgeConfig, str, int], MessageSource]
+"""(config, worker name, worker index) -> a source, not started yet."""
+
+
+def mqtt_source(config: BridgeConfig, worker: str, index: int) -> MessageSource:
+    """One box: the shared subscription `$share/<group>/meters/+/reading` on Mosquitto, under the worker's
+    stable client id; worker 0 also follows the devices' status and telemetry."""
+    return MqttSource(config.mqtt, worker, subscribe_status=index == 0)
+
+
+def _amqp_not_built(config: BridgeConfig, worker: str, index: int) -> MessageSource:
+    raise SourceError("the AMQP source is not built yet: run with --source mqtt (ingest.source = \"mqtt\")")
+
+
+SOURCES: dict[str, SourceFactory] = {"mqtt": mqtt_source, "amqp": _amqp_not_built}
+assert set(SOURCES) == set(SOURCE_NAMES), "every ingest.source value needs a factory here"
+
+
+def build_source(name: str, config: BridgeConfig, worker: str, index: int) -> MessageSource:
+    factory = SOURCES.get(name)
+    if factory is None:
+        raise SourceError(f"unknown message source {name!r}: use one of {', '.join(sorted(SOURCES))}")
+    return factory(config, worker, index)
+
+
+def worker_name(config: BridgeConfig, index: int) -> str:
+    """Worker i's stable name: its MQTT client id and its row in the ingest counters."""
+    return f"{config.mqtt.client_id_prefix}-{index}"
+
+
+@dataclass(frozen=True)
+class TimedJob:
+    job: BackgroundJob
+    every_s: float
+
+    def task(self) -> PeriodicTask:
+        return PeriodicTask(self.job.name, self.every_s, self.job.tick)
+
+
+def timed_jobs(engine: Engine, config: BridgeConfig, gateways: Gateways) -> list[TimedJob]:
+    """What the bridge does on its timers: a submission pass (billing, then loyalty credits) and the
+    settlement of meters that got new readings. Each in a thread of its own, so ingest never waits."""
+    return [
+        TimedJob(BackgroundJob("submission", partial(logged_pass, engine, config, gateways)),
+                 config.submission.pass_every_s),
+        TimedJob(BackgroundJob("settlement", partial(settle_dirty, engine, config.settlement)),
+                 config.settlement.every_s),
+    ]
+
+
+def _stop_jobs(jobs: list[TimedJob]) -> None:
+    for t in jobs:
+        if not t.job.join(JOB_STOP_WAIT_S):
+            log.warning("%s still running at stop; it is cut short (its outbox rows are leased and retried)",
+                        t.job.name)
+
+
+@dataclass(frozen=True)
+class BridgeWorker:
+    """One running worker's parts, for the command that runs it."""
+
+    name: str
+    engine: Engine
+    source: MessageSource
+    ingest: IngestWorker
+    jobs: list[TimedJob]
+    metrics_url: str | None
+
+
+def _metrics_server(config: BridgeConfig, engine: Engine, source: MessageSource, index: int,
+                    worker: str) -> tuple[IngestMetrics, MetricsServer | None]:
+    """This worker's metrics, served on metrics.port + index (0: not served). Worker 0 also exports the
+    fleet-wide metrics computed from the store. A port in use is reported and ingest goes on without
+    a listener: metrics must never stop ingest."""
+    registry = CollectorRegistry()
+    metrics = IngestMetrics(registry, worker)
+    metrics.follow_source(registry, lambda: source.connected, lambda: source.connects)
+    if index == 0:
+        registry.register(StoreCollector(engine, config))
+    if not config.metrics.port:
+        return metrics, None
+    port = config.metrics.port + index
+    try:
+        server = MetricsServer(config.metrics.host, port, registry, lambda: health(engine, lambda: source.connected))
+    except OSError as exc:
+        log.error("no /metrics for %s: cannot listen on %s:%d (%s); set metrics.port (BRIDGE_METRICS__PORT), "
+                  "0 turns the listener off", worker, config.metrics.host, port, exc.strerror or exc)
+        return metrics, None
+    return metrics, server.start()
+
+
+@contextmanager
+def bridge_worker(config: BridgeConfig, *, index: int = 0, name: str | None = None, source: str | None = None,
+                  migrate: bool | None = None) -> Iterator[BridgeWorker]:
+    """Build worker `index` (its name: `name` or <mqtt.client_id_prefix>-<index>) with the message source
+    `source` (default: ingest.source), yield it, and close it all when the block ends.
+
+    Raises StoreError or SourceError (their messages say what to check) when it cannot start. Worker 0
+    migrates the store (unless `migrate` says otherwise), sweeps the fleet state and runs the timers."""
+    name = name or worker_name(config, index)
+    with ExitStack() as stack:
+        engine = open_existing_store(config.database_url, migrate=index == 0 if migrate is None else migrate)
+        stack.callback(engine.dispose)
+        src = build_source(source or config.ingest.source, config, name, index)
+        src.start()
+        stack.callback(src.stop)
+        fleet = FleetPublisher(engine, lambda t, p, q, r: src.publish(t, p, qos=q, retain=r), config.fleet,
+                               config.window, sweep=index == 0)
+        jobs: list[TimedJob] = []
+        if index == 0:
+            gateways = stack.enter_context(http_gateways(config))
+            jobs = timed_jobs(engine, config, gateways)
+            stack.callback(_stop_jobs, jobs)
+        metrics, server = _metrics_server(config, engine, src, index, name)
+        if server is not None:
+            stack.callback(server.stop)
+        ingest = IngestWorker(engine, src, config, shard=name, fleet=fleet, tasks=[j.task() for j in jobs],
+                              metrics=metrics)
+        url = f"http://{config.metrics.host}:{server.port}/" if server is not None else None
+        yield BridgeWorker(name, engine, src, ingest, jobs, url)

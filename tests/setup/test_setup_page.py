@@ -294,8 +294,8 @@ def test_propose_drag_test_and_save_in_a_browser(browser: Any, served: tuple[str
     try:
         wait_agent(cfg.state_dir, proc, log)
         page.goto(url)
-        if IMG is not None:
-            shot(page, f"setup-login-{suffix}.png", tmp_path)
+        if IMG is not None and phone:
+            shot(page, "setup-login-phone.png", tmp_path)
         page.fill("input[name=pin]", PIN)
         with page.expect_navigation():
             page.click("button[type=submit]")
@@ -347,9 +347,9 @@ def test_propose_drag_test_and_save_in_a_browser(browser: Any, served: tuple[str
         assert page.locator("#msg").inner_text().startswith("saved")
         agent = page.locator("#agent").inner_text()
         assert agent.startswith("Agent confirmed: ") and "set the starting value" in agent, agent
-        if IMG is not None:
+        if IMG is not None and phone:
             page.locator("#agent").scroll_into_view_if_needed()
-            shot(page, f"setup-saved-{suffix}.png", tmp_path)
+            shot(page, "setup-saved-phone.png", tmp_path)
         layout = tomllib.loads(cfg.layout.read_text())
         assert len(layout["digits"]) == 8 and layout["decimals"] == 3
         assert layout["digits"][0]["x"] == moved - 6

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 UNIT = Path(__file__).resolve().parents[2] / "systemd" / "meter-edge.service"
+SETUP_UNIT = UNIT.with_name("meter-edge-setup.service")
 
 
-def _entries() -> dict[str, list[str]]:
+def _entries(unit: Path = UNIT) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for line in UNIT.read_text().splitlines():
+    for line in unit.read_text().splitlines():
         line = line.strip()
         if line and not line.startswith(("#", "[")) and "=" in line:
             key, value = line.split("=", 1)
@@ -35,17 +36,28 @@ def test_unit_has_notify_watchdog_credentials_state_and_hardening() -> None:
         assert e[key] == [value], key
     assert set(e["SupplementaryGroups"][0].split()) == {"video", "gpio"}
     assert "run --config" in e["ExecStart"][0]
+    assert e["ExecReload"] == ["/bin/kill -HUP $MAINPID"]  # the agent's reload (edge/agent/local.py)
+
+
+def test_setup_unit_stops_the_agent_shares_its_state_and_starts_it_again() -> None:
+    e = _entries(SETUP_UNIT)
+    assert e["Conflicts"] == ["meter-edge.service"]  # the camera has one user
+    assert e["User"] == _entries()["User"] and e["StateDirectory"] == ["meter-edge"]
+    assert "EDGE_STATE_DIR=%S/meter-edge" in e["Environment"]
+    assert "setup --config" in e["ExecStart"][0] and "start meter-edge.service" in e["ExecStopPost"][0]
+    assert e["RuntimeMaxSec"] and "WantedBy" not in e  # on demand only, never at boot
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
-def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
+@pytest.mark.parametrize("source", [UNIT, SETUP_UNIT], ids=lambda p: p.name)
+def test_systemd_analyze_verify_is_clean(tmp_path: Path, source: Path) -> None:
     # The real ExecStart points at /opt/meter-reader; verify a copy that points at this checkout's script.
     exe = Path(sys.executable).parent / "meter-edge"
-    unit = tmp_path / "meter-edge.service"
-    unit.write_text(UNIT.read_text().replace("/opt/meter-reader/.venv/bin/meter-edge", str(exe)))
+    unit = tmp_path / source.name
+    unit.write_text(source.read_text().replace("/opt/meter-reader/.venv/bin/meter-edge", str(exe)))
     proc = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     complaints = [line for line in proc.stderr.splitlines()
-                  if "meter-edge.service" in line
+                  if source.name in line
                   and any(w in line for w in ("Unknown", "unknown", "Invalid", "invalid", "ignoring", "Failed",
                                               "not executable", "deprecated"))]
     assert complaints == [], proc.stderr

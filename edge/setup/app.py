@@ -166,7 +166,8 @@ def _test_read(state: SetupState, win: Windows) -> JSONResponse:
     from edge.reading.rules import Rules
     from meter_vision.geometry import Roi
 
-    frames = list(state.frames) or [Frame(state.current(), datetime.now(UTC), "setup")]
+    state.current()  # the first frame, when none was captured yet
+    frames = list(state.frames)
     reference = rotate_image(frames[-1].image, win.rotation)
     h, w = reference.shape[:2]
     if any(b.x + b.w > w or b.y + b.h > h for b in win.rois):
@@ -181,11 +182,17 @@ def _test_read(state: SetupState, win: Windows) -> JSONResponse:
                                  Rules.from_config(state.cfg.reading, win.decimals))
     except (ValueError, AlignError) as exc:
         return JSONResponse({"error": f"these windows cannot be read: {str(exc).splitlines()[0]}"}, status_code=422)
-    out = []
+    out: list[dict[str, Any]] = []
     for age, frame in enumerate(reversed(frames)):
         result = pipeline.process(frame.image, frame.taken_at, ReadingState())
-        reading = to_reading(result.decision, device_id=state.cfg.device_id, seq=0, taken_at=frame.taken_at,
-                             model=pipeline.model_id)
+        try:
+            reading = to_reading(result.decision, device_id=state.cfg.device_id, seq=0, taken_at=frame.taken_at,
+                                 model=pipeline.model_id)
+        except ValueError as exc:  # e.g. a frame time the contract refuses (a clock far off)
+            out.append({"frame": "current" if age == 0 else f"{age} before", "taken_at": frame.taken_at.isoformat(),
+                        "value": None, "status": "error", "reason": f"not a valid reading: {str(exc)[:200]}",
+                        "confidence": 0.0, "align": result.explain.get("align"), "wheels": []})
+            continue
         crops = crop_rois(result.aligned, layout) if result.aligned is not None else []
         wheels = [{"digit": d.v, "position": d.f, "confidence": d.p,
                    "crop": _png_data_uri(_enlarged(crops[i])) if i < len(crops) else None}
@@ -326,6 +333,16 @@ def create_app(state: SetupState, *, https: bool = True) -> Starlette:
     routes = [Route("/", index), Route("/login", login, methods=["POST"]), Route("/frame.png", frame_png),
               Route("/capture", capture, methods=["POST"]), Route("/propose", propose, methods=["POST"]),
               Route("/test", test_read, methods=["POST"]), Route("/save", save, methods=["POST"])]
-    return Starlette(routes=routes, middleware=[
+    from contract.settings import ConfigError
+    from edge.capture import CaptureError, EndOfFrames
+
+    async def no_frame(request: Request, exc: Exception) -> Response:
+        """Any page that needs the first frame when the camera gives none (busy with the agent, unplugged)."""
+        log.warning("setup page: no frame from the camera: %s", exc)
+        return JSONResponse({"error": f"no frame from the camera: {exc} (with the Pi camera, stop the service "
+                                      "while setup runs), then Capture again"}, status_code=503)
+
+    return Starlette(routes=routes, exception_handlers={ConfigError: no_frame, CaptureError: no_frame,
+                                                         EndOfFrames: no_frame}, middleware=[
         Middleware(SessionMiddleware, secret_key=secrets.token_hex(32), session_cookie="meter_setup",
                    max_age=4 * 3600, same_site="strict", https_only=https)])

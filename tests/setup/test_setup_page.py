@@ -373,3 +373,14 @@ def test_capture_with_the_led_and_without(tmp_path: Path) -> None:
         assert c.post("/capture", json={"led": False}).status_code == 200
         factory.pin(17).assert_states([False, True, False])  # not lit again
         assert c.post("/capture", json={"led": "yes"}).status_code == 422
+
+
+def test_no_frame_from_the_camera_is_said_not_a_crash(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    cfg = EdgeConfig(device_id="flat-12-cold", state_dir=tmp_path / "state", layout=tmp_path / "layout.toml",
+                     capture={"backend": "folder", "source": str(tmp_path / "empty")})  # type: ignore[arg-type]
+    with TestClient(create_app(SetupState(cfg, PIN)), base_url=HTTPS) as c:
+        c.post("/login", data={"pin": PIN})
+        for r in (c.get("/frame.png"), c.post("/propose"), c.post("/capture", json={"led": True})):
+            assert r.status_code == 503, r.text
+            assert "camera" in r.json()["error"] or "capture failed" in r.json()["error"]

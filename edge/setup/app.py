@@ -23,6 +23,7 @@ from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import cv2
 import numpy as np
@@ -119,9 +120,22 @@ def _authed(request: Request) -> bool:
     return bool(request.session.get("ok"))
 
 
+async def _body(request: Request, limit: int = MAX_BODY) -> bytes | None:
+    """The request body, or None past `limit` bytes (read no further: a huge or endless body is cut off)."""
+    if int(request.headers.get("content-length") or 0) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _json(request: Request) -> Windows | JSONResponse:
-    body = await request.body()
-    if len(body) > MAX_BODY:
+    body = await _body(request)
+    if body is None:
         return JSONResponse({"error": "request too large"}, status_code=413)
     try:
         return Windows.model_validate_json(body)
@@ -223,8 +237,13 @@ def create_app(state: SetupState, *, https: bool = True) -> Starlette:
             "bind_qr": Markup(segno.make(bind, error="m").svg_inline(scale=4, border=4)), "keep": KEEP_FRAMES})
 
     async def login(request: Request) -> Response:
-        form = await request.form()
-        pin = str(form.get("pin", ""))[:32]
+        body = await _body(request, 1024)
+        if body is None:
+            return JSONResponse({"error": "request too large"}, status_code=413)
+        try:
+            pin = (parse_qs(body.decode("latin-1"), max_num_fields=4).get("pin") or [""])[0][:32]
+        except ValueError:
+            pin = ""
         if state.failures >= MAX_PIN_FAILURES:
             return TEMPLATES.TemplateResponse(request, "login.html", {"error": None, "locked": True}, status_code=403)
         if not hmac.compare_digest(pin.encode(), state.pin.encode()):
@@ -256,7 +275,9 @@ def create_app(state: SetupState, *, https: bool = True) -> Starlette:
         from contract.settings import ConfigError
         from edge.capture import CaptureError, EndOfFrames
 
-        body = await request.body()
+        body = await _body(request, 1024)
+        if body is None:
+            return JSONResponse({"error": "request too large"}, status_code=413)
         try:
             led = CaptureRequest.model_validate_json(body or b"{}").led
         except ValidationError:

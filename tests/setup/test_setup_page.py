@@ -107,6 +107,17 @@ def test_everything_needs_the_pin_and_wrong_pins_lock_the_page(client: TestClien
     assert client.get("/frame.png").headers["content-type"] == "image/png"
 
 
+def test_the_pin_form_is_small(client: TestClient) -> None:
+    assert client.post("/login", content=b"pin=" + b"1" * 5000,
+                       headers={"content-type": "application/x-www-form-urlencoded"}).status_code == 413
+    assert client.post("/login", content=iter([b"pin=", b"1" * 2000]),
+                       headers={"content-type": "application/x-www-form-urlencoded"}).status_code == 413
+    many = "&".join(f"f{i}=1" for i in range(10)) + f"&pin={PIN}"
+    assert client.post("/login", content=many.encode(),
+                       headers={"content-type": "application/x-www-form-urlencoded"}).status_code == 403
+    assert client.post("/login", data={"pin": PIN}, follow_redirects=False).status_code == 303
+
+
 def test_locked_after_five_wrong_pins(tmp_path: Path) -> None:
     with TestClient(create_app(SetupState(config(tmp_path), PIN)), base_url=HTTPS) as c:
         for _ in range(MAX_PIN_FAILURES):
@@ -121,6 +132,9 @@ def test_windows_are_strict_json(client: TestClient) -> None:
     assert client.post("/test", content=b"x" * 70_000).status_code == 413
     bad = client.post("/test", content=b'{"rotation": 0, "rois": [{"x": "1", "y": 1, "w": 9, "h": 9}]}')
     assert bad.status_code == 422 and "invalid windows" in bad.json()["error"]
+    # no Content-Length (chunked): cut off past the limit all the same, before anything is parsed
+    assert client.post("/test", content=iter([b"{" + b" " * 65_536] * 4)).status_code == 413
+    assert client.post("/capture", content=b"x" * 2000).status_code == 413
     outside = client.post("/test", json={"rotation": 0, "rois": [{"x": 630, "y": 1, "w": 40, "h": 40}]})
     assert outside.status_code == 422 and "reaches past" in outside.json()["error"]
 

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -32,6 +32,7 @@ from cloud_bridge.web.pages import (
     render,
     sign_in_redirect,
 )
+from cloud_bridge.web.photo import LARGE_BODIES
 from cloud_bridge.web.security import CsrfMiddleware, Throttle, read_or_create_secret
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 PAGE_MODULES = (
     "cloud_bridge.web.auth",
     "cloud_bridge.web.resident",
+    "cloud_bridge.web.photo",
     "cloud_bridge.web.operator",
     "cloud_bridge.web.health",
 )
@@ -80,6 +82,17 @@ def _refusal(scope: Scope, why: str) -> ASGIApp:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         t = gettext(request)
+        if "application/json" in request.headers.get("accept", ""):  # the photo page's fetch calls
+            if why == "too_large":
+                log.info("refused a %s to %s: body over the limit", scope["method"], scope["path"])
+                message = t.gettext("The photo is larger than 10 MB. Take it again at a lower resolution, or "
+                                    "send a screenshot of it.")
+            else:
+                log.warning("refused a %s to %s without a valid CSRF token", scope["method"], scope["path"])
+                message = t.gettext("The page was too old. Reload it and try again.")
+            await JSONResponse({"error": why, "message": message}, status_code=413 if why == "too_large" else 403)(
+                scope, receive, send)
+            return
         if why == "too_large":
             response = render(request, "error.html", status_code=413, title=t.gettext("Too much data"),
                               message=t.gettext("The form sent more than this page accepts."))
@@ -134,7 +147,7 @@ def create_app(engine: Engine, config: BridgeConfig, *, clock: Callable[[], date
             Middleware(SecurityHeaders),
             Middleware(SessionMiddleware, secret_key=session_secret.decode(), session_cookie=SESSION_COOKIE,
                        max_age=cfg.session_max_age_s, same_site="lax", https_only=cfg.cookie_secure),
-            Middleware(CsrfMiddleware, refuse=_refusal),
+            Middleware(CsrfMiddleware, refuse=_refusal, large_bodies=LARGE_BODIES),
         ],
         exception_handlers={NotFound: on_not_found, HTTPException: on_http, SignInRequired: on_sign_in,
                             PasswordChangeRequired: on_password},

@@ -70,7 +70,8 @@ def payer_events(conn: Connection, config: BridgeConfig, payer_code: str, now: d
                    device_status.c.changed_at, last.c.last)
             .outerjoin(device_status, device_status.c.device_id == bindings.c.device_id)
             .outerjoin(last, last.c.device_id == bindings.c.device_id)
-            .where(bindings.c.payer_code == payer_code, bindings.c.valid_to.is_(None))):
+            .where(bindings.c.payer_code == payer_code, bindings.c.valid_to.is_(None),
+                   bindings.c.device_id.is_not(None))):  # a meter read from photos has no device to go offline
         if d.online is True:
             continue
         heard = max(t for t in (d.last, d.valid_from, d.changed_at) if t is not None)

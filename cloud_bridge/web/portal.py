@@ -12,7 +12,16 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, select
 
 from cloud_bridge.settlement import settlement_of
-from cloud_bridge.store.tables import bindings, corrections, meters, payers, points_ledger, readings, submissions
+from cloud_bridge.store.tables import (
+    bindings,
+    corrections,
+    meters,
+    payers,
+    photo_readings,
+    points_ledger,
+    readings,
+    submissions,
+)
 from cloud_bridge.submission.passes import window_rule
 from cloud_bridge.submission.periods import Period, WindowRule
 from contract.payloads import format_utc
@@ -51,6 +60,9 @@ class ReadingRow:
     correction_id: int | None = None
     settlement: str | None = None  # settled / outlier / pending (cloud_bridge.settlement), None: not yet
     settlement_code: str | None = None  # the code before ':' of its reason (disagrees, awaiting_later, ...)
+    source: str = "device"  # device / photo (the resident's)
+    photo_id: int | None = None  # a photo reading's evidence
+    edited: bool = False  # a photo reading whose value the resident typed over the reader's proposal
 
     @property
     def shown_value(self) -> str | None:
@@ -103,7 +115,7 @@ class CorrectionRow:
 class MeterView:
     serial: str
     kind: str
-    device_id: str
+    device_id: str | None  # None: read from residents' photos
     in_force: bool
     current: ReadingRow | None  # newest usable reading
     latest: ReadingRow | None  # newest reading of any status
@@ -204,12 +216,17 @@ def payer_view(conn: Connection, config: BridgeConfig, payer_code: str, now: dat
     by_binding = {b.id: b for b in binds}
     since = now - timedelta(days=400)  # charts: 12 months back, and the reading before them
     q = (select(readings.c.id, readings.c.taken_at, readings.c.value, readings.c.status, readings.c.reason,
-                readings.c.binding_id)
+                readings.c.binding_id, readings.c.source)
          .where(readings.c.binding_id.in_(list(by_binding) or [-1]), readings.c.taken_at >= since)
          .order_by(readings.c.taken_at.desc(), readings.c.id.desc()))
     rows = [ReadingRow(r.id, r.taken_at, by_binding[r.binding_id].meter_serial, r.value, r.status,
-                       reason_code(r.reason), r.reason) for r in conn.execute(q)]
+                       reason_code(r.reason), r.reason, source=r.source) for r in conn.execute(q)]
     by_id = {r.id: r for r in rows}
+    photo_ids = [r.id for r in rows if r.source == "photo"]
+    for chunk in range(0, len(photo_ids), 500):
+        for p in conn.execute(select(photo_readings.c.id, photo_readings.c.reading_id, photo_readings.c.edited)
+                              .where(photo_readings.c.reading_id.in_(photo_ids[chunk:chunk + 500]))):
+            by_id[p.reading_id].photo_id, by_id[p.reading_id].edited = p.id, bool(p.edited)
     for rid, (state, why) in settlement_of(conn, list(by_id)).items():
         by_id[rid].settlement, by_id[rid].settlement_code = state, reason_code(why)
     corr = conn.execute(select(corrections, readings.c.value.label("old_value"), bindings.c.meter_serial)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import stat
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -155,11 +156,20 @@ class CsrfMiddleware:
     """Refuses every POST/PUT/PATCH/DELETE whose CSRF token (form field `csrf_token` or header
     `X-CSRF-Token`) does not match the session's, and every body over 64 KiB, before any route runs.
     A cross-site Origin is refused too. It sits inside the session middleware and replays the body it
-    read to the route, so routes use `await request.form()` as usual."""
+    read to the route, so routes use `await request.form()` as usual.
 
-    def __init__(self, app: ASGIApp, refuse: Callable[[Scope, str], ASGIApp]) -> None:
+    `large_bodies`: (path pattern, limit) for the few routes that take more (a resident's photo, 10 MB);
+    those must send the token in the header. The limit is checked on Content-Length before the body is
+    read, and again while it streams in (a chunked upload is cut off as soon as it passes the limit)."""
+
+    def __init__(self, app: ASGIApp, refuse: Callable[[Scope, str], ASGIApp],
+                 large_bodies: tuple[tuple[re.Pattern[str], int], ...] = ()) -> None:
         self.app = app
         self.refuse = refuse  # builds the 403/413 response (a translated page)
+        self.large_bodies = large_bodies
+
+    def limit_for(self, path: str) -> int:
+        return next((limit for pattern, limit in self.large_bodies if pattern.fullmatch(path)), MAX_FORM_BYTES)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -170,22 +180,32 @@ class CsrfMiddleware:
         if origin and origin != "null" and urlsplit(origin).netloc != headers.get("host", ""):
             await self.refuse(scope, "csrf")(scope, receive, send)
             return
+        limit = self.limit_for(scope["path"])
         length = headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_FORM_BYTES):
+        if length is not None and (not length.isdigit() or int(length) > limit):
             await self.refuse(scope, "too_large")(scope, receive, send)
             return
-        body = b""
+        sent = headers.get(CSRF_HEADER)
+        if limit > MAX_FORM_BYTES:  # a large body is not read at all without the header's token
+            expected = scope.get("session", {}).get("csrf")
+            if not sent or not isinstance(expected, str) or not hmac.compare_digest(sent, expected):
+                await self.refuse(scope, "csrf")(scope, receive, send)
+                return
+        chunks: list[bytes] = []
+        size = 0
         more = True
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
-            body += message.get("body", b"")
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
             more = message.get("more_body", False)
-            if len(body) > MAX_FORM_BYTES:
+            if size > limit:
                 await self.refuse(scope, "too_large")(scope, receive, send)
                 return
-        sent = headers.get(CSRF_HEADER)
+        body = b"".join(chunks)
         if sent is None and headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
             values = parse_qs(body.decode("utf-8", "replace"), max_num_fields=200).get(CSRF_FIELD)
             sent = values[0] if values else None

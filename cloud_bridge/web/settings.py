@@ -42,6 +42,9 @@ class WebSection(Section):
         10, ge=1, le=1000, description="Wrong link codes one account may enter within login_window_s.")
     link_code_valid_days: int = Field(30, ge=1, le=3650, description="A link code printed by `residents invite` "
                                       "works this many days.")
+    photo_uploads_per_hour: int = Field(
+        30, ge=1, le=10_000, description="Photos one resident may upload within an hour (each is read on the "
+        "server: a CPU cost).")
     trusted_proxy_header: str | None = Field(
         None, pattern=r"^[A-Za-z0-9-]{1,64}$",
         description="Header carrying the client address set by the reverse proxy (e.g. X-Real-IP); "

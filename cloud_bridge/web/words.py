@@ -56,6 +56,31 @@ BILLING_REASONS = {
     "unknown_meter": N_("billing does not know this meter; the utility has been told"),
 }
 
+# The photo page (cloud_bridge/web/photo.py): why a photo or a value was not taken, keyed by the stable
+# codes of cloud_bridge/photo (upload.PhotoRefused, store.PhotoError) and the page's own.
+PHOTO_REFUSALS = {
+    "empty": N_("The file is empty. Choose the photo again."),
+    "too_large": N_("The photo is larger than 10 MB. Take it again at a lower resolution, or send a screenshot "
+                    "of it."),
+    "not_an_image": N_("This file is not a photo. Send a JPEG, PNG or HEIC photo of the meter."),
+    "unsupported_format": N_("This kind of picture is not taken. Send a JPEG, PNG or HEIC photo of the meter."),
+    "too_many_pixels": N_("The picture claims to be far larger than any phone photo, so it is not opened. Send the "
+                          "photo as the camera took it."),
+    "too_small": N_("The picture is too small to read the digits. Take the photo closer to the meter."),
+    "corrupt": N_("The photo could not be opened (damaged or cut off). Take it again."),
+    "no_counter": N_("No meter counter was found in this photo. Take the photo again with the digits in the "
+                     "middle, or drag the frame onto the digits."),
+    "no_meter": N_("Choose one of your meters."),
+    "too_many": N_("Too many photos in the last hour. Try again later."),
+    "not_a_value": N_("Enter the number the meter shows, digits with a point or comma, e.g. 00123.456."),
+    "already_sent": N_("This photo was sent already. Take a new one for a new reading."),
+    "bad_box": N_("The frame could not be used. Drag it onto the digits again."),
+    "reader_missing": N_("Photos cannot be read right now. Try again later, or correct a reading by hand."),
+    "reader_failed": N_("Photos cannot be read right now. Try again later, or correct a reading by hand."),
+}
+
+PHOTO_UNUSABLE = N_("This photo cannot be used. Take another one.")
+
 SUBMISSION_STATES = {
     "pending": N_("waiting to be sent"),
     "sending": N_("being sent"),
@@ -100,6 +125,9 @@ class Words:
         """Why a reading is not used as it is (or not yet), in words; empty for a settled ok one."""
         if getattr(row, "corrected_value", None):
             return ""
+        if getattr(row, "source", None) == "photo" and getattr(row, "reason_code", None) == "review" \
+                and getattr(row, "settlement", None) != "settled":
+            return self._("waiting for the utility to confirm it")
         if row.status == "ok":
             if getattr(row, "settlement", None) not in ("outlier", "pending"):
                 return ""
@@ -159,6 +187,58 @@ class Words:
             return self._("Your correction of meter %(meter)s to %(value)s m³: %(what)s.") % {
                 "meter": e.meter_serial, "value": e.value, "what": what}
         return e.kind  # type: ignore[no-any-return]
+
+    def photo_refusal(self, code: str, fmt: Any, **values: Any) -> str:
+        """Why a photo (or the value sent with it) was not taken, and what to do, in the resident's language."""
+        if code == "out_of_range":
+            span = self.plausible(values.get("low"), values.get("high"), fmt)
+            text = self._("%(value)s m³ does not fit this meter's readings.") % {"value": values.get("value")}
+            if span:
+                text += " " + self._("Its readings allow %(span)s.") % {"span": span}
+            return text + " " + self._("Is this a photo of the meter chosen above? Check the number and the meter, "
+                                       "then send again. Nothing was stored.")
+        if code == "too_many_digits" and "digits" in values:
+            return self._("The number has more digits than this meter shows (%(digits)d before the point, "
+                          "%(decimals)d after).") % {"digits": values["digits"], "decimals": values["decimals"]}
+        return self._(PHOTO_REFUSALS.get(code, PHOTO_UNUSABLE))
+
+    def photo_sureness(self, proposal: dict[str, Any], fmt: Any) -> str:
+        """How sure the reader is of its proposal, in words."""
+        status = proposal.get("status")
+        confidence = proposal.get("confidence")
+        pct = f"{round(float(confidence) * 100)} %" if isinstance(confidence, int | float) else "—"
+        if status == "ok":
+            return self._("Sure (%(pct)s). Check that it matches the meter.") % {"pct": pct}
+        if status == "unsure":
+            return self._("Not sure (%(pct)s): check every digit against the meter and correct the value if "
+                          "needed.") % {"pct": pct}
+        return self._("No digits found.")
+
+    def photo_outcome(self, result: Any, fmt: Any) -> tuple[str, str]:
+        """What became of a sent photo reading (`result`: photo.store.SendResult): (text, tone)."""
+        if result.action == "review":
+            return (self._("Stored as a photo reading. There are no earlier readings of this meter to check it "
+                           "against, so the utility confirms it before it is billed."), "warn")
+        s = result.submission
+        if s is not None:
+            if s.state == "accepted":
+                return self._("Stored as a photo reading, sent to billing and accepted."), "ok"
+            if s.state == "refused":
+                return (self._("Stored as a photo reading; billing refused it: %(why)s.") % {
+                    "why": self.refusal(s.reason)}, "error")
+            if s.state in ("pending", "sending"):
+                return (self._("Stored as a photo reading. Billing did not answer yet; it is sent again with the "
+                               "next submission pass."), "ok")
+            return (self._("Stored as a photo reading. Billing already has a reading of this meter for the "
+                           "month."), "ok")
+        return (self._("Stored as a photo reading. It is sent to billing with the first submission pass after "
+                       "the window opens."), "ok")
+
+    def source(self, row: Any) -> str:
+        """Where a reading came from: the device, or the resident's photo (and whether they edited it)."""
+        if getattr(row, "source", "device") != "photo":
+            return self._("device")
+        return self._("photo, value edited") if getattr(row, "edited", False) else self._("photo")
 
     def plausible(self, low: Any, high: Any, fmt: Any) -> str:
         """"between 120.000 and 121.500 m³" in words, or "" when unbounded on both sides."""

@@ -155,6 +155,22 @@ class StoreCollector(Collector):
         for reason, count in sorted(by_reason.items()):
             refused.add_metric([str(reason)[:32]], count)
         out.append(refused)
+        # residents' photos (cloud_bridge/web/photo.py, cloud_bridge/photo/store.py), counted in the store
+        photo_refused = CounterMetricFamily(PREFIX + "photos_refused", "Residents' photos (or the values sent with "
+                                            "them) refused, by reason; nothing was stored.", labels=["reason"])
+        photo_read = CounterMetricFamily(PREFIX + "photos_read", "Residents' photos read, by the reader's status "
+                                         "(ok / unsure / no_counter), re-reads after a moved box included.",
+                                         labels=["status"])
+        photo_sent = CounterMetricFamily(PREFIX + "photo_readings_sent", "Photo readings residents sent, by outcome "
+                                         "(as_read / edited; accepted / review).", labels=["outcome"])
+        for name, value in sorted(totals.items()):
+            kind, _, label = str(name).partition(":")
+            family = {"photo_refused": photo_refused, "photo_read": photo_read, "photo_sent": photo_sent}.get(kind)
+            if family is not None and label:
+                family.add_metric([label[:32]], value)
+        out += [photo_refused, photo_read, photo_sent]
+        out.append(_counter("photos_box_moved", "Photos whose counter box the resident moved to have it read again.",
+                            totals.get("photo_box_moved", 0)))
         out.append(_counter("telemetry_received", "Telemetry messages received (all workers).",
                             totals.get("telemetry_received", 0)))
         out.append(_counter("telemetry_ignored", "Telemetry messages ignored as malformed.",

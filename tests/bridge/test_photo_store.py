@@ -13,11 +13,13 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 
 from cloud_bridge.config import BridgeConfig
 from cloud_bridge.gateways.http import http_gateways
+from cloud_bridge.metrics import StoreCollector
 from cloud_bridge.photo import store as photos
 from cloud_bridge.photo.upload import Photo, normalise
 from cloud_bridge.registry import (
@@ -150,6 +152,11 @@ def test_an_edited_value_is_marked_and_another_meters_value_stores_nothing(
         assert conn.execute(select(photo_readings.c.reading_id).where(photo_readings.c.id == other)).scalar() is None
         assert conn.execute(select(func.sum(counters.c.value))
                             .where(counters.c.name == "photo_refused:out_of_range")).scalar() == 1
+    registry = CollectorRegistry()
+    registry.register(StoreCollector(engine, cfg))
+    scraped = generate_latest(registry).decode()
+    assert 'meterfleet_photos_refused_total{reason="out_of_range"} 1.0' in scraped
+    assert 'meterfleet_photos_read_total{status="ok"} 2.0' in scraped
     # the reader was off by a wheel; the resident typed what they see: stored, marked edited
     pid = draft(engine, world, "00108.000", NOW)
     sent = send(engine, cfg, pid, PAYER, "00109,5", now=NOW, submit=False)

@@ -20,15 +20,19 @@ import math
 import re
 import threading
 from collections import Counter
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from cloud_bridge.config import BridgeConfig
+from cloud_bridge.gateways.http import http_gateways
 from cloud_bridge.photo import store
 from cloud_bridge.photo.upload import MAX_UPLOAD_BYTES, PhotoRefused, decode_stored, normalise
 from cloud_bridge.registry import PhotoMeter, photo_binding, photo_meters
@@ -217,8 +221,7 @@ async def send(request: Request) -> Response:
         return _refuse(request, "not_a_value")
     meter = _meter(request, code, draft.meter_serial)
     try:
-        result = await run_in_threadpool(store.send, w.engine, one_try(w.config), draft.id, code, value,
-                                         now=w.now(), clock=w.now)
+        result = await run_in_threadpool(_send, w.engine, w.config, draft.id, code, value, w.now)
     except store.PhotoError as exc:
         values: dict[str, Any] = {"detail": str(exc)}
         if exc.code == "too_many_digits" and meter is not None:
@@ -238,6 +241,14 @@ async def send(request: Request) -> Response:
     return JSONResponse({"action": result.action, "reading_id": result.reading_id, "value": result.value,
                          "edited": result.edited, "message": text, "tone": tone,
                          "history": f"/payer/{code}#reading-{result.reading_id}"})
+
+
+def _send(engine: Engine, config: BridgeConfig, photo_id: int, code: str, value: str,
+          clock: Callable[[], datetime]) -> store.SendResult:
+    """Send while the resident waits: one billing attempt at most (`one_try`); gateways built and closed here."""
+    config = one_try(config)
+    with http_gateways(config) as gateways:
+        return store.send(engine, config, photo_id, code, value, gateways=gateways, now=clock(), clock=clock)
 
 
 routes: list[BaseRoute] = [

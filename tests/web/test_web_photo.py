@@ -18,6 +18,7 @@ from PIL import Image
 from sqlalchemy import func, select
 from web_helpers import ALICE, BOB, NOW, PASSWORD
 
+from cloud_bridge.gateways.http import http_gateways
 from cloud_bridge.photo import store as photos
 from cloud_bridge.photo.upload import normalise
 from cloud_bridge.registry import add_photo_meter
@@ -53,10 +54,11 @@ def photo_portal(portal_factory: Any, sandbox: SandboxServer) -> Any:
         pid = photos.save_draft(conn, user_id=uid, payer_code=ALICE, meter_serial=METER, photo=normalise(
             buf.getvalue()), proposal={"value": "00529", "status": "ok", "confidence": 0.95, "counter_box": None,
                                         "boxes": []}, now=october)
-    first = photos.send(p.engine, p.config, pid, ALICE, "00529", now=october, submit=False)
+    first = photos.send(p.engine, p.config, pid, ALICE, "00529", gateways=None, now=october, submit=False)
     assert first.action == "review" and first.reading_id is not None
-    correct_reading(p.engine, p.config, first.reading_id, "00529", by="operator", confirm=True, at=october,
-                    clock=lambda: october)
+    with http_gateways(p.config) as gateways:
+        correct_reading(p.engine, p.config, first.reading_id, "00529", by="operator", confirm=True, at=october,
+                        clock=lambda: october, gateways=gateways)
     return p
 
 

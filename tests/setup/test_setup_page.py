@@ -398,3 +398,26 @@ def test_no_frame_from_the_camera_is_said_not_a_crash(tmp_path: Path) -> None:
         for r in (c.get("/frame.png"), c.post("/propose"), c.post("/capture", json={"led": True})):
             assert r.status_code == 503, r.text
             assert "camera" in r.json()["error"] or "capture failed" in r.json()["error"]
+
+
+def test_propose_and_test_read_on_real_photos(tmp_path: Path, shared_data: Path) -> None:
+    """The AI-on-the-edge demo's last three photos through the folder camera: the page proposes the windows
+    on the newest (tilted 34.6°), and the test read aligns all three to it and reads what their names say."""
+    names = ["531.38301.jpg", "531.63071.jpg", "531.82235.jpg"]
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for name in names:
+        (frames / name).symlink_to(shared_data / "frames" / "ai-on-the-edge-demo" / name)
+    cfg = EdgeConfig(device_id="demo", state_dir=tmp_path / "state", layout=tmp_path / "layout.toml",
+                     capture={"backend": "folder", "source": str(frames)})  # type: ignore[arg-type]
+    with TestClient(create_app(SetupState(cfg, PIN)), base_url=HTTPS) as c:
+        c.post("/login", data={"pin": PIN})
+        for _ in names:
+            assert c.post("/capture", json={"led": True}).status_code == 200
+        prop = c.post("/propose").json()
+        assert len(prop["rois"]) == 5 and abs(prop["rotation"] - -34.6) < 2
+        t = c.post("/test", json={"rotation": prop["rotation"], "rois": prop["rois"], "decimals": 0}).json()
+        assert t["value"] == "00531" and t["agree"] == 3 and t["start_value"] == "00531"
+        for f, name in zip(t["frames"], reversed(names), strict=True):
+            assert f["status"] == "ok" and f["align"]["ok"], f
+            assert abs(f["wheels"][-1]["position"] - float(name[2:-4])) < 0.3, (name, f["wheels"][-1])

@@ -421,3 +421,37 @@ def test_propose_and_test_read_on_real_photos(tmp_path: Path, shared_data: Path)
         for f, name in zip(t["frames"], reversed(names), strict=True):
             assert f["status"] == "ok" and f["align"]["ok"], f
             assert abs(f["wheels"][-1]["position"] - float(name[2:-4])) < 0.3, (name, f["wheels"][-1])
+
+
+def test_meter_edge_setup_prints_the_pin_and_the_fingerprint_and_serves_https(tmp_path: Path) -> None:
+    from edge.setup.tls import fingerprint_of
+
+    conf = edge_toml(tmp_path, 1)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "setup", "--config", str(conf), "--host", "127.0.0.1",
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=REPO, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(4)]
+        printed = "".join(lines)
+        assert f"https://127.0.0.1:{port}/" in printed, printed
+        pin = next(ln.split()[1] for ln in lines if ln.startswith("PIN: "))
+        fingerprint = next(ln.split(": ", 1)[1].strip() for ln in lines if ln.startswith("certificate SHA-256: "))
+        key = tmp_path / "state" / "setup-tls.key"
+        assert key.stat().st_mode & 0o777 == 0o600
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                served = ssl.get_server_certificate(("127.0.0.1", port), timeout=5)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.1)
+        assert fingerprint_of(served.encode()) == fingerprint
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert f"PIN {pin}, certificate SHA-256 {fingerprint}" in err  # the journal's line (stderr under systemd)

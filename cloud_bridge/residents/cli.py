@@ -52,17 +52,22 @@ def _print_history(data: dict[str, Any], limit: int | None) -> None:
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)  # a pipe or a file: keep whole words, do not squeeze to 80
-    meters = ", ".join(f"{m['meter_serial']} ({m['kind']}, device {m['device_id']}"
-                       f"{', until ' + _short(m['valid_to']) if m['valid_to'] else ''})" for m in data["meters"])
+    meters = ", ".join(f"{m['meter_serial']} ({m['kind']}, "
+                       + (f"device {m['device_id']}" if m["device_id"] else "read from photos")
+                       + f"{', until ' + _short(m['valid_to']) if m['valid_to'] else ''})" for m in data["meters"])
     console.print(f"Payer {data['payer']}, {data['address']}: {meters or 'no meters'}")
     t = Table(title="Readings" + (f" (newest {limit})" if limit and len(data["readings"]) >= limit else ""))
-    for col in ("id", "taken at", "meter", "device", "seq", "value", "status", "reason", "corrected", "settlement"):
+    for col in ("id", "taken at", "meter", "device / photo", "seq", "value", "status", "reason", "corrected",
+                "settlement"):
         t.add_column(col, overflow="fold")
     for r in data["readings"]:
         corrected = f"{r['corrected_value']} by {r['corrected_by']}" if r["corrected_value"] else ""
         s = r["settlement"]
         settled = s["state"] + (f": {s['reason']}" if s["state"] == "outlier" and s["reason"] else "")
-        t.add_row(str(r["id"]), _short(r["taken_at"]), r["meter_serial"], r["device_id"], str(r["seq"]),
+        photo = r.get("photo")
+        source = r["device_id"] if r["device_id"] else \
+            f"photo {photo['photo_id']}{' (edited)' if photo['edited'] else ''}" if photo else r.get("source", "")
+        t.add_row(str(r["id"]), _short(r["taken_at"]), r["meter_serial"], source, str(r["seq"]),
                   r["value"] or "-", r["status"], r["reason"] or "", corrected, settled)
     console.print(t)
     held = [c for c in data["corrections"] if c["state"] != "accepted"]

@@ -210,9 +210,41 @@ class Words:
         if status == "ok":
             return self._("Sure (%(pct)s). Check that it matches the meter.") % {"pct": pct}
         if status == "unsure":
-            return self._("Not sure (%(pct)s): check every digit against the meter and correct the value if "
+            text = self._("Not sure (%(pct)s): check every digit against the meter and correct the value if "
                           "needed.") % {"pct": pct}
+            reason = proposal.get("reason")
+            return " ".join([text, *self.photo_reasons(reason if isinstance(reason, str) else None)])
         return self._("No digits found.")
+
+    def photo_reasons(self, reason: str | None) -> list[str]:
+        """The reader's reasons (meter_vision.photo: English sentences joined by '; ') in the resident's
+        language; a sentence it does not know is left out rather than shown in English to a Russian page."""
+        import re
+
+        out = []
+        for part in (reason or "").split("; "):
+            where = re.match(r"^wheels? ([0-9, ]+) \(from the left\) (.*)$", part)
+            places = where.group(1).strip() if where else ""
+            rest = where.group(2) if where else part
+            if where and rest.startswith("could not be read"):
+                out.append(self._("The digits at places %(n)s (from the left) could not be read: glare, dirt, a "
+                                  "finger or blur in front of them.") % {"n": places})
+            elif where and rest.startswith("read with little confidence"):
+                out.append(self._("The digits at places %(n)s (from the left) were read with little "
+                                  "confidence.") % {"n": places})
+            elif where and (between := re.match(r"stand between two digits: (\S+) or (\S+)", rest)):
+                out.append(self._("The wheels at places %(n)s (from the left) stand between two digits: %(a)s or "
+                                  "%(b)s.") % {"n": places, "a": between.group(1), "b": between.group(2)})
+            elif (seen := re.match(r"^only ([0-9]+) of ([0-9]+) wheels were seen", part)):
+                out.append(self._("Only %(found)s of %(n)s wheels were seen as digits; the others were placed "
+                                  "beside them.") % {"found": seen.group(1), "n": seen.group(2)})
+            elif part.startswith(("the others were placed", "it was divided")):
+                continue  # the second half of the sentence before (it had a '; ' of its own)
+            elif part.startswith("no digits were seen inside the box"):
+                out.append(self._("No digits were seen inside the frame; it was divided into equal wheels."))
+            elif part and self.t.gettext("photo") == "photo":  # English: the reader's own words are fine
+                out.append(part[:1].upper() + part[1:] + ("" if part.endswith(".") else "."))
+        return out
 
     def photo_outcome(self, result: Any, fmt: Any) -> tuple[str, str]:
         """What became of a sent photo reading (`result`: photo.store.SendResult): (text, tone)."""

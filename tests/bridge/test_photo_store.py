@@ -214,3 +214,48 @@ def test_meter_value_in_the_meters_own_format() -> None:
     for bad in ("12a", "", "1.2.3", "-5", "123456", "1.2345"):
         with pytest.raises(photos.PhotoError):
             photos.meter_value(bad, 5, 3)
+
+
+def test_meters_commands_and_history_show_photo_readings(db_url: str, sandbox: SandboxServer,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from cloud_bridge.cli import main
+    from cloud_bridge.store import open_store
+
+    for k in [k for k in __import__("os").environ if k.startswith("BRIDGE_")]:
+        monkeypatch.delenv(k, raising=False)
+    runner = CliRunner()
+    env = {"BRIDGE_DATABASE_URL": db_url}
+
+    def run(*args: str) -> Any:
+        return runner.invoke(main, list(args), env=env, catch_exceptions=False)
+
+    assert run("db", "upgrade").exit_code == 0
+    r = run("meters", "add", "P-9", "--payer", PAYER, "--kind", "hot", "--address", "Flat 9", "--digits", "5",
+            "--decimals", "3", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["binding"]["device_id"] is None
+    bad = run("meters", "add", "P-9", "--payer", OTHER, "--address", "Elsewhere")
+    assert bad.exit_code != 0 and "read by photos" in bad.output
+    listed = json.loads(run("meters", "list", "--json").output)["meters"]
+    assert [(m["meter_serial"], m["digits"], m["decimals"]) for m in listed] == [("P-9", 5, 3)]
+    engine = open_store(db_url)
+    try:
+        uid = create_user(engine, "boris@example.org", "resident", "correct horse battery").id
+        with engine.begin() as conn:
+            pid = photos.save_draft(conn, user_id=uid, payer_code=PAYER, meter_serial="P-9", photo=a_photo(),
+                                    proposal=proposal("00042.100"), now=NOW)
+        cfg = config(db_url, sandbox.url)
+        sent = photos.send(engine, cfg, pid, PAYER, "00042.150", gateways=None, now=NOW, submit=False)
+    finally:
+        engine.dispose()
+    assert sent.action == "review" and sent.edited
+    text = run("history", "--payer", PAYER).output
+    assert "read from photos" in text and f"photo {pid} (edited)" in text
+    data = json.loads(run("history", "--payer", PAYER, "--json").output)
+    assert data["readings"][0]["source"] == "photo" and data["readings"][0]["photo"]["proposed_value"] == "00042.100"
+    r = run("meters", "remove", "P-9")
+    assert r.exit_code == 0 and json.loads(run("meters", "list", "--json").output)["meters"] == []

@@ -342,8 +342,8 @@ def test_propose_drag_test_and_save_in_a_browser(browser: Any, served: tuple[str
         page.mouse.move(x, y, steps=4)
         page.mouse.up()
         assert page.evaluate("rois[0].x") == moved - 6
-        if IMG is not None:
-            shot(page, f"setup-windows-{suffix}.png", tmp_path)
+        if IMG is not None and phone:
+            shot(page, "setup-windows-phone.png", tmp_path)
         page.click("#test")
         page.wait_for_function("document.getElementById('msg').textContent.startsWith('the model reads')",
                                timeout=30_000)

@@ -309,7 +309,7 @@ def test_propose_drag_test_and_save_in_a_browser(browser: Any, served: tuple[str
         wait_agent(cfg.state_dir, proc, log)
         page.goto(url)
         if IMG is not None and phone:
-            shot(page, "setup-login-phone.png", tmp_path)
+            shot(page, "setup-login-phone.png", tmp_path, clip={"x": 0, "y": 0, "width": 390, "height": 360})
         page.fill("input[name=pin]", PIN)
         with page.expect_navigation():
             page.click("button[type=submit]")

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from fleet_helpers import shot
-from PIL import Image
+from PIL import Image, ImageDraw
 from sqlalchemy import func, select
 from web_helpers import ALICE, BOB, NOW, PASSWORD
 
@@ -212,9 +212,23 @@ def test_bad_photos_get_a_clear_message_and_store_nothing(
     assert "10 МБ" in upload(big)  # refused in the page, before sending
     shot(page.locator("main"), "photo-refused-phone.png", tmp_path)
 
+    # a picture of something else (no counter in it): said so, a frame to drag, nothing can be sent
+    other = tmp_path / "garden.jpg"
+    garden = Image.new("RGB", (640, 480), (240, 240, 230))
+    draw = ImageDraw.Draw(garden)
+    for i in range(12):
+        draw.ellipse((20 + i * 50, 100 + (i % 3) * 60, 60 + i * 50, 140 + (i % 3) * 60), fill=(30, 120, 40))
+    garden.save(other, "JPEG")
+    page.set_input_files("#photo-file", str(other))
+    page.wait_for_selector("#photo-result:not([hidden])")
+    assert "не найден счётный механизм" in page.locator("#photo-message").inner_text()
+    assert page.locator("#counter-box.missing").is_visible() and page.locator("#photo-confirm").is_disabled()
+    assert page.locator("#photo-proposed").inner_text() == "—"
+
     # a photo of another meter: it reads 00016 m³ where this meter showed 00529 a month ago
-    page.set_input_files("#photo-file", str(shared_data / "frames" / "ai-on-the-edge-default-config" /
-                                            "reference.jpg"))
+    with page.expect_response(lambda r: r.url.endswith("/photo") and r.request.method == "POST"):
+        page.set_input_files("#photo-file", str(shared_data / "frames" / "ai-on-the-edge-default-config" /
+                                                "reference.jpg"))
     page.wait_for_selector("#photo-result:not([hidden])")
     assert page.locator("#photo-proposed").inner_text() == "00016"
     page.click("#photo-confirm")
@@ -231,6 +245,34 @@ def test_bad_photos_get_a_clear_message_and_store_nothing(
                                     .where(counters.c.name.like("photo_refused:%")).group_by(counters.c.name)).all())
     assert refused == {"photo_refused:not_an_image": 1, "photo_refused:too_small": 1,
                        "photo_refused:too_many_pixels": 1, "photo_refused:out_of_range": 1}
+    with p.engine.connect() as conn:
+        read = dict(conn.execute(select(counters.c.name, func.sum(counters.c.value))
+                                 .where(counters.c.name.like("photo_read:%")).group_by(counters.c.name)).all())
+    assert read.get("photo_read:no_counter") == 1
+
+
+def test_an_upload_over_10_mb_streamed_in_chunks_is_refused(photo_portal: Any, phone: Any) -> None:
+    """Chunked (no Content-Length): 413 with the page's words (test_web_upload_limit.py shows the middleware
+    stops reading at the limit, and refuses a Content-Length over it before reading anything)."""
+    import httpx
+
+    p, page = photo_portal, phone
+    sign_in(page, p.url, p.world.alice)
+    page.goto(f"{p.url}/payer/{ALICE}/photo")
+    token = page.locator("#photo-upload").get_attribute("data-csrf")
+    cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+    def body() -> Iterator[bytes]:
+        yield (b"--B\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"x.jpg\"\r\n"
+               b"Content-Type: image/jpeg\r\n\r\n\xff\xd8\xff")
+        for _ in range(40):  # 40 MiB offered
+            yield b"\0" * (1 << 20)
+
+    with httpx.Client(base_url=p.url, cookies=cookies, timeout=60) as client:
+        r = client.post(f"/payer/{ALICE}/photo", content=body(), headers={
+            "X-CSRF-Token": str(token), "Accept": "application/json",
+            "Content-Type": "multipart/form-data; boundary=B"})
+    assert r.status_code == 413 and r.json()["error"] == "too_large"
+    assert "10 МБ" in r.json()["message"]
 
 
 def test_only_the_residents_own_meters_and_photos(photo_portal: Any, browser: Any) -> None:

@@ -85,7 +85,8 @@ def payer_events(conn: Connection, config: BridgeConfig, payer_code: str, now: d
         for m in view.meters:
             if m.needs_attention:
                 out.append(Event(f"attention:{payer_code}:{m.serial}:{w.period}", "attention", warn_from, payer_code,
-                                 m.serial, period=w.period, until=w.closes_at))
+                                 m.serial, device_id=m.device_id, period=w.period, until=w.closes_at,
+                                 data={"read_from": "device" if m.device_id else "photo"}))
     for c in view.corrections:
         if c.created_at >= since:
             state = c.submission_state or ("kept" if c.counts else c.state)

@@ -172,6 +172,9 @@ class Words:
         if e.kind == "offline":
             return self._("The device of meter %(meter)s has not been heard from since %(since)s. Check its "
                           "power and network.") % {"meter": e.meter_serial, "since": fmt.when(e.at - OFFLINE)}
+        if e.kind == "attention" and e.data.get("read_from") == "photo":
+            return self._("Meter %(meter)s has no reading for %(period)s yet. Photograph it before %(until)s.") % {
+                "meter": e.meter_serial, "period": fmt.month(e.period), "until": fmt.until(e.until)}
         if e.kind == "attention":
             return self._("Meter %(meter)s has no reading sure enough for %(period)s. Correct a reading before "
                           "%(until)s, or check the device.") % {

@@ -259,3 +259,17 @@ def test_meters_commands_and_history_show_photo_readings(db_url: str, sandbox: S
     assert data["readings"][0]["source"] == "photo" and data["readings"][0]["photo"]["proposed_value"] == "00042.100"
     r = run("meters", "remove", "P-9")
     assert r.exit_code == 0 and json.loads(run("meters", "list", "--json").output)["meters"] == []
+
+
+def test_a_photo_meter_is_never_offline_and_is_asked_to_be_photographed(engine: Engine, db_url: str,
+                                                                        world: int) -> None:
+    from cloud_bridge.web.feed import payer_events
+    from cloud_bridge.web.i18n import Formats, translations
+    from cloud_bridge.web.words import Words
+
+    near_close = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)  # November's window closes on the 3rd, Moscow time
+    with engine.connect() as conn:
+        events = payer_events(conn, config(db_url, "http://127.0.0.1:9"), PAYER, near_close)
+    assert [e.kind for e in events] == ["attention"]  # no "offline": there is no device to be silent
+    text = Words(translations("en")).event(events[0], Formats("en", "Europe/Moscow"))
+    assert text.startswith("Meter P-1 has no reading for November 2026 yet. Photograph it before")

@@ -129,8 +129,12 @@ class Agent:
     def run(self, cycles: int | None = None) -> int:
         """Run until stopped, or after `cycles` cycles drain for `drain_timeout_s` and return."""
         if not self.pid_lock.acquire():
-            log.error("another agent (pid %s) runs on state_dir %s: two agents share one outbox; stop one",
-                      self.pid_lock.other, self.cfg.state_dir)
+            if self.pid_lock.error:
+                self.error("cannot write the pid file (%s): the setup page cannot reach this agent; "
+                           "`systemctl restart meter-edge` after a setup", self.pid_lock.error)
+            else:
+                log.error("another agent (pid %s) runs on state_dir %s: two agents share one outbox; stop one",
+                          self.pid_lock.other, self.cfg.state_dir)
         self.session.start()
         if (self.cfg.state_dir / local.REQUEST_NAME).exists():
             self.local_request(at_start=True)  # saved by the setup page while no agent ran

@@ -81,10 +81,15 @@ class PidLock:
         self.path = Path(state_dir) / PID_NAME
         self._file: IO[str] | None = None
         self.other: int | None = None  # another live agent's pid when the lock was taken already
+        self.error: str | None = None
 
     def acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        f = open(self.path, "a+")  # noqa: SIM115 - held open while the agent runs
+        """False when another agent holds it (`other`), or the file cannot be written (`error`)."""
+        try:
+            f = open(self.path, "a+")  # noqa: SIM115 - held open while the agent runs
+        except OSError as exc:
+            self.error = f"{self.path}: {exc.strerror or exc}"
+            return False
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

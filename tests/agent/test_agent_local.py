@@ -126,3 +126,10 @@ def test_a_stale_pid_file_is_no_running_agent(tmp_path: Path) -> None:
     finally:
         lock.release()
     assert local.running_agent(tmp_path) is None
+
+
+def test_an_unwritable_pid_file_does_not_stop_the_agent(tmp_path: Path) -> None:
+    (tmp_path / local.PID_NAME).mkdir()  # not a file (or, in the field, owned by root from a run as root)
+    lock = local.PidLock(tmp_path)
+    assert not lock.acquire() and lock.error and lock.other is None
+    lock.release()  # nothing held: nothing to do

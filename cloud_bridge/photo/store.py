@@ -307,3 +307,58 @@ def _submit(engine: Engine, config: BridgeConfig, payer_code: str, meter_serial:
                                  sleep=sleep, only=[(payer_code, meter_serial)])
     mine = [m for m in report.meters if m.payer_code == payer_code and m.meter_serial == meter_serial]
     return str(period), mine[-1] if mine else None
+
+
+@dataclass(frozen=True)
+class SentPhoto:
+    """A photo reading as operators review it."""
+
+    photo_id: int
+    reading_id: int
+    payer_code: str
+    meter_serial: str
+    sent_at: datetime
+    value: str
+    proposed_value: str | None
+    edited: bool
+    box_moved: bool
+    reader_status: str
+    confidence: float
+    state: str  # accepted / review (the checks when sent)
+    reason: str | None
+    confirmed_value: str | None  # an operator's (or anyone's) accepted correction since
+
+    @property
+    def waiting(self) -> bool:
+        """Held for review and nobody confirmed it yet: not billed until an operator does."""
+        return self.state == "review" and self.confirmed_value is None
+
+
+def sent_photos(conn: Connection, *, waiting_only: bool = False, limit: int = 100,
+                photo_id: int | None = None) -> list[SentPhoto]:
+    """Photo readings, newest first (`waiting_only`: those held for an operator to confirm)."""
+    from cloud_bridge.settlement import latest_accepted_corrections
+
+    lc = latest_accepted_corrections()
+    q = (select(photo_readings.c.id, photo_readings.c.reading_id, photo_readings.c.payer_code,
+                photo_readings.c.meter_serial, photo_readings.c.sent_at, photo_readings.c.value,
+                photo_readings.c.proposed_value, photo_readings.c.edited, photo_readings.c.box_moved,
+                photo_readings.c.reader_status, readings.c.confidence, photo_readings.c.state, photo_readings.c.reason,
+                lc.c.value.label("confirmed"))
+         .join(readings, readings.c.id == photo_readings.c.reading_id)
+         .outerjoin(lc, lc.c.reading_id == photo_readings.c.reading_id)
+         .where(photo_readings.c.reading_id.is_not(None)))
+    if waiting_only:
+        q = q.where(photo_readings.c.state == "review", lc.c.id.is_(None))
+    if photo_id is not None:
+        q = q.where(photo_readings.c.id == photo_id)
+    rows = conn.execute(q.order_by(photo_readings.c.sent_at.desc(), photo_readings.c.id.desc()).limit(limit)).all()
+    return [SentPhoto(r.id, r.reading_id, r.payer_code, r.meter_serial, r.sent_at, r.value, r.proposed_value,
+                      bool(r.edited), bool(r.box_moved), r.reader_status, float(r.confidence), r.state, r.reason,
+                      r.confirmed) for r in rows]
+
+
+def photo_image(conn: Connection, photo_id: int) -> bytes | None:
+    """A sent photo's image for operators (drafts are the resident's own until sent)."""
+    return conn.execute(select(photo_readings.c.image).where(photo_readings.c.id == photo_id,
+                                                            photo_readings.c.reading_id.is_not(None))).scalar()

@@ -46,6 +46,7 @@ PAGE_MODULES = (
     "cloud_bridge.web.resident",
     "cloud_bridge.web.photo",
     "cloud_bridge.web.operator",
+    "cloud_bridge.web.ops_photos",
     "cloud_bridge.web.health",
 )
 SESSION_COOKIE = "meter_session"

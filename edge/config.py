@@ -50,6 +50,11 @@ class MqttConfig(Section):
     reconnect_max_s: int = Field(60, ge=1, le=3600, description="Longest reconnect delay.")
     session_expiry_s: int = Field(
         3600, ge=0, le=2**32 - 1, description="MQTT 5 session expiry: the broker keeps acks/commands this long.")
+    protocol: Literal["5", "3.1.1"] = Field(
+        "5", description="MQTT version. 5 (Mosquitto): session expiry, and reason codes that tell a refused "
+        "publish apart. 3.1.1 for a broker without MQTT 5 (RabbitMQ before 3.13): a persistent session "
+        "the broker expires itself (mqtt.subscription_ttl), and a refused publish closes the connection "
+        "instead of answering 0x87 (docs/operate-city-scale.md).")
     refused_backoff_s: float = Field(
         300.0, gt=0, description="Wait after the broker refused a reading as not authorised (a config error).")
     ha_discovery: bool = Field(

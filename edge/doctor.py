@@ -246,13 +246,10 @@ class _Probe:
             self.lock.notify_all()
 
     def connect(self, timeout: float) -> bool:
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
+        from edge.transport.mqtt import connect_args
 
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.cfg.mqtt.session_expiry_s
         self.client.connect_async(self.cfg.mqtt.host, self.cfg.mqtt.port, keepalive=self.cfg.mqtt.keepalive_s,
-                                  clean_start=False, properties=props)
+                                  **connect_args(self.cfg.mqtt))
         self.client.loop_start()
         if not self.answered.wait(timeout) and self.connect_error is None:
             self.connect_error = f"no answer from {self.cfg.mqtt.host}:{self.cfg.mqtt.port} within {timeout:g} s"

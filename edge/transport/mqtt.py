@@ -1,4 +1,4 @@
-"""The device's one MQTT connection (paho-mqtt 2, MQTT 5, version-2 callbacks).
+"""The device's one MQTT connection (paho-mqtt 2, MQTT 5 or 3.1.1, version-2 callbacks).
 
 paho's callbacks run on its network thread; here they only turn into events on a queue, which the
 agent's main loop handles one at a time. So the outbox (SQLite) and all decisions stay on one thread,
@@ -79,9 +79,17 @@ def credentials(cfg: MqttConfig, device_id: str) -> tuple[str | None, str | None
 
 
 def device_client(cfg: MqttConfig, device_id: str, *, manual_ack: bool = False) -> mqtt.Client:
-    """An MQTT 5 client logged in as the device: its id as client id, its account, TLS when `ca_file` is set.
-    The agent's session and `meter-edge doctor` both connect through this, so they cannot drift apart."""
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack)
+    """An MQTT client (5, or 3.1.1 by `mqtt.protocol`) logged in as the device: its id as client id, its
+    account, TLS when `ca_file` is set. The agent's session and `meter-edge doctor` both connect through
+    this (and `connect_args`), so they cannot drift apart."""
+    if cfg.protocol == "3.1.1":
+        # No clean-start-on-first-connect in 3.1.1: the session persists (the broker expires it), and acks
+        # queued while the device was away arrive after a restart; settling an ack twice is harmless.
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv311,
+                        clean_session=False, manual_ack=manual_ack)
+    else:
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv5,
+                        manual_ack=manual_ack)
     username, password = credentials(cfg, device_id)
     if username is not None:
         c.username_pw_set(username, password)
@@ -91,6 +99,16 @@ def device_client(cfg: MqttConfig, device_id: str, *, manual_ack: bool = False) 
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"mqtt.ca_file: cannot load CA certificate {cfg.ca_file}: {exc}") from None
     return c
+
+
+def connect_args(cfg: MqttConfig, *, clean_start: bool | int = False) -> dict[str, Any]:
+    """The keyword arguments of paho's connect for `mqtt.protocol`: MQTT 5 sends clean start and the
+    session expiry; 3.1.1 has neither (the client's clean_session=False stands for both)."""
+    if cfg.protocol == "3.1.1":
+        return {}
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = cfg.session_expiry_s
+    return {"clean_start": clean_start, "properties": props}
 
 
 def _reason_text(rc: ReasonCode | int) -> str:
@@ -129,11 +147,8 @@ class MqttLink:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.cfg.session_expiry_s
-        self.client.connect_async(
-            self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
-            clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY, properties=props)
+        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
+                                  **connect_args(self.cfg, clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY))
         self.client.loop_start()
 
     def stop(self, timeout: float = 3.0) -> None:

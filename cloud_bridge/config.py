@@ -40,6 +40,36 @@ class MqttSection(Section):
     shared_group: str = Field("bridge", pattern=r"^[A-Za-z0-9_-]{1,40}$", description="Shared subscription group.")
 
 
+class AmqpSection(Section):
+    """The fleet broker's AMQP side (`ingest.source = "amqp"`): a RabbitMQ cluster whose MQTT plugin
+    routes meters/X/reading to the routing key meters.X.reading on amq.topic (deploy/rabbitmq/)."""
+
+    urls: list[str] = Field(
+        default_factory=lambda: ["amqp://127.0.0.1:5672/"], min_length=1,
+        description="Every node's AMQP URL (amqp://host:port/vhost, amqps:// with TLS); a worker uses the first "
+        "that answers and moves on to the next when its node goes away.")
+    username: str | None = Field(None, description="The bridge's broker user; none: the URL's (or guest, loopback).")
+    password_file: str | None = Field(None, description="File with that user's password.")
+    ca_file: str | None = Field(None, description="CA certificate for amqps:// URLs.")
+    queue: str = Field("bridge.readings", pattern=r"^[A-Za-z0-9_.-]{1,200}$",
+                       description="Quorum queue bound to amq.topic with meters.*.reading; workers compete on it.")
+    status_queue: str = Field(
+        "bridge.device-status", pattern=r"^[A-Za-z0-9_.-]{1,200}$",
+        description="Quorum queue (single active consumer) with meters.*.status and meters.*.telemetry.")
+    prefetch: int = Field(500, ge=1, le=65535,
+                          description="Unacknowledged messages a worker may hold (at least ingest.batch_size).")
+    heartbeat_s: int = Field(30, ge=0, le=600, description="AMQP heartbeat; 0: none.")
+    reconnect_max_s: float = Field(10.0, gt=0, le=600, description="Longest wait between reconnect rounds.")
+
+    @field_validator("urls")
+    @classmethod
+    def _amqp_urls(cls, v: list[str]) -> list[str]:
+        bad = [u for u in v if not u.startswith(("amqp://", "amqps://"))]
+        if bad:
+            raise ValueError(f"not an AMQP URL: {', '.join(bad)} (amqp://HOST:PORT/ or amqps://HOST:PORT/)")
+        return v
+
+
 class BillingSection(Section):
     url: str = Field("http://127.0.0.1:8080", description="Billing API base URL.")
     token_file: str | None = Field(None, description="File with the billing API bearer token.")
@@ -69,9 +99,19 @@ class WindowSection(Section):
 
 
 class BrokerSection(Section):
+    kind: Literal["mosquitto", "rabbitmq"] = Field(
+        "mosquitto", description="Where device accounts live: `mosquitto` (dynamic security, reached over MQTT at "
+        "mqtt.host/mqtt.port) or `rabbitmq` (users and topic permissions through the management API at "
+        "broker.management_url; docs/operate-city-scale.md).")
+    management_url: str = Field(
+        "http://127.0.0.1:15672", pattern=r"^https?://\S+$",
+        description="RabbitMQ's management API (broker.kind = rabbitmq), reached with the admin account.")
+    management_ca_file: str | None = Field(None, description="CA certificate for an https:// management_url.")
+    vhost: str = Field("/", min_length=1, max_length=100, description="RabbitMQ vhost of the devices and the bridge.")
     admin_username: str = Field(
-        "broker-admin", description="The broker's admin account (dynamic security) that `devices add` and "
-        "`accounts …` manage accounts with; reached at mqtt.host/mqtt.port.")
+        "broker-admin", description="The broker's admin account that `devices add` and `accounts …` manage "
+        "accounts with (Mosquitto: dynamic security at mqtt.host/mqtt.port; RabbitMQ: an administrator user "
+        "of the management API).")
     admin_password_file: Path | None = Field(
         None, description="File (mode 600) with the admin account's password, written by `meter-bridge broker init`.")
     password_file: Path = Field(
@@ -124,6 +164,7 @@ class BridgeConfig(TomlEnvSettings):
         "sqlite:///state/bridge.db",
         description="SQLAlchemy URL: sqlite:///PATH (default) or postgresql+psycopg://user@host/db.")
     mqtt: MqttSection = Field(default_factory=MqttSection)  # type: ignore[arg-type]
+    amqp: AmqpSection = Field(default_factory=AmqpSection)  # type: ignore[arg-type]
     billing: BillingSection = Field(default_factory=BillingSection)  # type: ignore[arg-type]
     loyalty: LoyaltySection = Field(default_factory=LoyaltySection)  # type: ignore[arg-type]
     window: WindowSection = Field(default_factory=WindowSection)  # type: ignore[arg-type]
@@ -147,6 +188,8 @@ class BridgeConfig(TomlEnvSettings):
     def _password_needs_user(self) -> BridgeConfig:
         if self.mqtt.password_file and not self.mqtt.username:
             raise ValueError("mqtt.password_file is set but mqtt.username is not")
+        if self.amqp.password_file and not self.amqp.username:
+            raise ValueError("amqp.password_file is set but amqp.username is not")
         return self
 
 

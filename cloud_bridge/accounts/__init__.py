@@ -1,13 +1,16 @@
-"""Broker accounts (devices, the bridge, operators, Home Assistant) on Mosquitto's dynamic security.
+"""Broker accounts (devices, the bridge, operators, Home Assistant) on Mosquitto's dynamic security,
+or on RabbitMQ (the fleet broker) through its management API.
 
-`roles.py` says what each role may do; `dynsec.py` talks to the plugin; this module is what the
-command line (`meter-bridge accounts …`, `devices add|retire|replace`) calls.
+`roles.py` says what each role may do; `dynsec.py` talks to Mosquitto's plugin, `rabbitmq.py` to
+RabbitMQ; this module is what the command line (`meter-bridge accounts …`, `devices add|retire|replace`)
+calls. Device accounts go through `device_accounts(cfg)`, which picks the broker by `broker.kind`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cloud_bridge.accounts.dynsec import DynSecAdmin, DynSecError, new_password
 from cloud_bridge.accounts.roles import (
@@ -28,12 +31,14 @@ __all__ = [
     "ROLES",
     "Account",
     "AccountError",
+    "DeviceAccounts",
     "DynSecAdmin",
     "DynSecError",
     "Role",
     "add_account",
     "add_device_account",
     "admin_for",
+    "device_accounts",
     "list_accounts",
     "remove_account",
     "retire_device_on_broker",
@@ -48,8 +53,7 @@ class Account:
     client_id: str | None
 
 
-def admin_for(cfg: BridgeConfig) -> DynSecAdmin:
-    """The admin connection the bridge config names (broker.admin_*, reached at mqtt.host/port)."""
+def _admin_password(cfg: BridgeConfig) -> str:
     from contract.settings import read_secret
 
     if cfg.broker.admin_password_file is None:
@@ -60,7 +64,59 @@ def admin_for(cfg: BridgeConfig) -> DynSecAdmin:
     except (OSError, ValueError) as exc:
         raise AccountError(f"cannot read broker.admin_password_file {cfg.broker.admin_password_file}: {exc}") from None
     assert password is not None
-    return DynSecAdmin(cfg.mqtt.host, cfg.mqtt.port, cfg.broker.admin_username, password, ca_file=cfg.mqtt.ca_file)
+    return password
+
+
+def admin_for(cfg: BridgeConfig) -> DynSecAdmin:
+    """The admin connection the bridge config names (broker.admin_*, reached at mqtt.host/port)."""
+    if cfg.broker.kind != "mosquitto":
+        raise AccountError(f"`meter-bridge accounts` manages Mosquitto accounts; this broker is {cfg.broker.kind}: "
+                           "make service accounts as docs/operate-city-scale.md shows")
+    return DynSecAdmin(cfg.mqtt.host, cfg.mqtt.port, cfg.broker.admin_username, _admin_password(cfg),
+                       ca_file=cfg.mqtt.ca_file)
+
+
+class DeviceAccounts(Protocol):
+    """Device accounts on whichever broker the config names (a context manager holding its connection)."""
+
+    def __enter__(self) -> DeviceAccounts: ...
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None: ...
+
+    def add_device(self, device_id: str, *, reissue: bool = False) -> str:
+        """Create the device's account (or, with `reissue`, give it a new password); the password."""
+
+    def retire_device(self, device_id: str) -> list[str]:
+        """Revoke the account (disconnecting the device); the retained topics cleared."""
+
+
+class MosquittoDeviceAccounts:
+    def __init__(self, admin: DynSecAdmin) -> None:
+        self.admin = admin
+
+    def __enter__(self) -> MosquittoDeviceAccounts:
+        self.admin.__enter__()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.admin.close()
+
+    def add_device(self, device_id: str, *, reissue: bool = False) -> str:
+        return add_device_account(self.admin, device_id, reissue=reissue)
+
+    def retire_device(self, device_id: str) -> list[str]:
+        return retire_device_on_broker(self.admin, device_id)
+
+
+def device_accounts(cfg: BridgeConfig) -> DeviceAccounts:
+    """Device accounts on the broker `broker.kind` names: Mosquitto's dynamic security, or RabbitMQ's
+    users and topic permissions (management API)."""
+    if cfg.broker.kind == "rabbitmq":
+        from cloud_bridge.accounts.rabbitmq import RabbitMqAdmin
+
+        return RabbitMqAdmin(cfg.broker.management_url, cfg.broker.admin_username, _admin_password(cfg),
+                             vhost=cfg.broker.vhost, ca_file=cfg.broker.management_ca_file)
+    return MosquittoDeviceAccounts(admin_for(cfg))
 
 
 def _role_of(client: dict[str, Any]) -> str:

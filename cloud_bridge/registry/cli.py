@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cloud_bridge import registry
-from cloud_bridge.accounts import AccountError, add_device_account, admin_for, retire_device_on_broker
+from cloud_bridge.accounts import AccountError, device_accounts
 from cloud_bridge.broker import write_secret
 from cloud_bridge.cli_common import fail, load_config, open_engine
 from cloud_bridge.registry import (
@@ -81,8 +81,8 @@ def add(ctx: click.Context, device_id: str, note: str | None, reissue: bool, pas
             else:
                 add_device(conn, device_id, note)
             # Inside the transaction: if the broker refuses, the device is not added.
-            with admin_for(cfg) as admin:
-                password = add_device_account(admin, device_id, reissue=reissue)
+            with device_accounts(cfg) as accounts:
+                password = accounts.add_device(device_id, reissue=reissue)
     except (RegistryError, AccountError) as exc:
         fail(str(exc))
     finally:
@@ -261,8 +261,8 @@ def unbind(ctx: click.Context, device_id: str, as_json: bool) -> None:
 
 
 def _retire_on_broker(cfg: Any, device_id: str) -> list[str]:
-    with admin_for(cfg) as admin:
-        return retire_device_on_broker(admin, device_id)
+    with device_accounts(cfg) as accounts:
+        return accounts.retire_device(device_id)
 
 
 @devices.command("retire")

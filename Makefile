@@ -12,8 +12,9 @@ comma := ,
 
 install: install-system $(STAMP)
 
-# System packages: Mosquitto (broker for tests and the demo) and Chromium (the portal's browser tests, with
-# Playwright for Python). As root we install them; otherwise we say how.
+# System packages: Mosquitto (broker for tests and the demo), Chromium (the portal's browser tests, with
+# Playwright for Python) and RabbitMQ (the fleet broker's cluster tests, which are skipped without it).
+# As root we install them; otherwise we say how.
 install-system:
 	@if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -29,6 +30,15 @@ install-system:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else \
 	    echo "error: chromium is missing (the portal's browser tests). Install it with: sudo apt-get install chromium" >&2; exit 1; \
+	  fi; \
+	fi
+	@if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing rabbitmq-server (apt-get; the fleet broker's cluster tests)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null \
+	      || echo "warning: rabbitmq-server could not be installed; tests/cluster will be skipped" >&2; \
+	  else \
+	    echo "note: rabbitmq-server is missing, so tests/cluster (the fleet broker) will be skipped. Install it with: sudo apt-get install rabbitmq-server" >&2; \
 	  fi; \
 	fi
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, this is " + sys.version' 

@@ -29,6 +29,7 @@ from cloud_bridge.config import SOURCE_NAMES, BridgeConfig
 from cloud_bridge.fleet import FleetPublisher
 from cloud_bridge.gateways.base import Gateways
 from cloud_bridge.gateways.http import http_gateways
+from cloud_bridge.ingest.amqp_source import AmqpSource
 from cloud_bridge.ingest.mqtt_source import MqttSource
 from cloud_bridge.ingest.source import MessageSource, SourceError
 from cloud_bridge.ingest.worker import IngestWorker
@@ -52,11 +53,13 @@ def mqtt_source(config: BridgeConfig, worker: str, index: int) -> MessageSource:
     return MqttSource(config.mqtt, worker, subscribe_status=index == 0)
 
 
-def _amqp_not_built(config: BridgeConfig, worker: str, index: int) -> MessageSource:
-    raise SourceError("the AMQP source is not built yet: run with --source mqtt (ingest.source = \"mqtt\")")
+def amqp_source(config: BridgeConfig, worker: str, index: int) -> MessageSource:
+    """A city: the quorum queue `amqp.queue` on a RabbitMQ cluster, every worker competing on it; status
+    and telemetry from `amqp.status_queue`, one active consumer at a time (any worker takes over)."""
+    return AmqpSource(config.amqp, worker)
 
 
-SOURCES: dict[str, SourceFactory] = {"mqtt": mqtt_source, "amqp": _amqp_not_built}
+SOURCES: dict[str, SourceFactory] = {"mqtt": mqtt_source, "amqp": amqp_source}
 assert set(SOURCES) == set(SOURCE_NAMES), "every ingest.source value needs a factory here"
 
 

@@ -15,6 +15,7 @@ import click
 
 from cloud_bridge.cli_common import fail, load_config, open_engine
 from cloud_bridge.config import SOURCE_NAMES
+from cloud_bridge.ingest.amqp_source import redacted
 from cloud_bridge.ingest.source import SourceError
 from cloud_bridge.service import bridge_worker
 from cloud_bridge.store.engine import StoreError
@@ -39,7 +40,8 @@ def run_worker(ctx: click.Context, index: int, client_id: str | None, source: st
         with bridge_worker(cfg, index=index, name=client_id, source=source) as w:
             if w.metrics_url:
                 click.echo(f"{w.name}: /metrics and /healthz on {w.metrics_url}", err=True)
-            broker = f" {cfg.mqtt.host}:{cfg.mqtt.port}" if source == "mqtt" else ""
+            broker = (f" {cfg.mqtt.host}:{cfg.mqtt.port}" if source == "mqtt" else
+                      f" queue {cfg.amqp.queue} on {', '.join(redacted(u) for u in cfg.amqp.urls)}")
             click.echo(f"{w.name}: ingesting from {source}{broker} into "
                        f"{w.engine.url.render_as_string(hide_password=True)} (pid {os.getpid()})", err=True)
             w.ingest.run(stop)

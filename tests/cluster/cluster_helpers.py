@@ -1,0 +1,98 @@
+"""Simulated devices for the cluster tests: MQTT 3.1.1 clients with their own accounts, one per device,
+each on one node and moving to the next when its node goes away (what a load balancer in front of the
+cluster does for real devices), publishing QoS 1 and sending again what the bridge has not acked."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from contract import topics
+from contract.payloads import Reading
+
+
+def reading(device_id: str, seq: int) -> Reading:
+    return Reading.model_validate({
+        "device_id": device_id, "seq": seq, "epoch": 1, "taken_at": "2026-11-20T10:00:00Z",
+        "value": f"{seq:05d}.125", "status": "ok", "confidence": 0.97,
+        "digits": [{"v": 1, "f": 1.2, "p": 0.97}], "model": "test-model"})
+
+
+@dataclass
+class SimDevice:
+    device_id: str
+    password: str
+    ports: list[int]  # every node's MQTT port; it starts on ports[0]
+    acked: dict[int, str] = field(default_factory=dict)  # seq -> stored|duplicate|rejected
+    sent_at: dict[int, float] = field(default_factory=dict)
+    sends: int = 0
+    connects: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._node = 0
+        self.subscribed = threading.Event()
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.device_id, protocol=mqtt.MQTTv311,
+                        clean_session=False)
+        c.username_pw_set(self.device_id, self.password)
+        c.max_inflight_messages_set(50)
+        c.reconnect_delay_set(1, 2)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        c.on_subscribe = lambda *_a: self.subscribed.set()
+        self.client = c
+
+    @property
+    def port(self) -> int:
+        return self.ports[self._node % len(self.ports)]
+
+    def start(self) -> None:
+        self.client.connect_async("127.0.0.1", self.port, keepalive=10)
+        self.client.loop_start()
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
+        if rc.is_failure:
+            return
+        self.connects += 1
+        client.subscribe(topics.ack(self.device_id), qos=1)
+
+    def _on_disconnect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
+        # Next node (paho reconnects to whatever connect_async set last).
+        self._node += 1
+        client.connect_async("127.0.0.1", self.port, keepalive=10)
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        ack = json.loads(msg.payload)
+        with self.lock:
+            if ack.get("state") in ("stored", "duplicate", "rejected"):
+                self.acked[int(ack["seq"])] = ack["state"]
+
+    def send(self, seq: int) -> None:
+        with self.lock:
+            self.sent_at[seq] = time.monotonic()
+            self.sends += 1
+        self.client.publish(topics.reading(self.device_id), reading(self.device_id, seq).to_json_bytes(), qos=1)
+
+    def resend_unacked(self, older_than_s: float) -> int:
+        """What a real device's outbox does: publish again what the bridge has not acked in time."""
+        now = time.monotonic()
+        with self.lock:
+            due = [s for s, t in self.sent_at.items() if s not in self.acked and now - t > older_than_s]
+        for s in due:
+            self.send(s)
+        return len(due)
+
+    def all_acked(self, n: int) -> bool:
+        with self.lock:
+            return all(self.acked.get(s) in ("stored", "duplicate") for s in range(1, n + 1))
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

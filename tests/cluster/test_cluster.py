@@ -1,0 +1,261 @@
+"""The fleet broker for real: a 3-node RabbitMQ cluster (deploy/rabbitmq/), devices on MQTT 3.1.1 with
+their own accounts made by `meter-bridge devices add`, bridge workers consuming the quorum queue over
+AMQP (`meter-bridge run --source amqp`), a node and a worker killed with SIGKILL mid-stream. Every
+reading is stored exactly once and every device gets its acks.
+
+Needs rabbitmq-server (`make install` as root, or `sudo apt-get install rabbitmq-server`); skipped without.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from click.testing import CliRunner
+from cluster_helpers import SimDevice, reading
+from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy import Engine, func, select
+
+from cloud_bridge import registry
+from cloud_bridge.accounts.rabbitmq import RabbitMqAdmin
+from cloud_bridge.broker import write_secret
+from cloud_bridge.cli import main
+from cloud_bridge.rabbit_cluster import RabbitCluster
+from cloud_bridge.store.engine import open_store
+from cloud_bridge.store.tables import counters, readings
+from contract import topics
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
+
+
+def wait_until(cond: Any, timeout: float, every: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(every)
+    return bool(cond())
+
+
+def consumers(cluster: RabbitCluster, queue: str) -> int:
+    r = cluster.api("GET", f"/api/queues/%2F/{queue}")
+    return int(r.json().get("consumers") or 0) if r.status_code == 200 else 0
+
+
+def stored(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(readings)).scalar_one())
+
+
+@pytest.fixture(scope="module")
+def bridge_env(cluster: RabbitCluster, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """BRIDGE_* for `meter-bridge` against the cluster: the admin for accounts, a bridge account for ingest."""
+    d = tmp_path_factory.mktemp("bridge-secrets")
+    user, password = cluster.admin_credentials
+    write_secret(d / "admin-password", password + "\n")
+    with RabbitMqAdmin(cluster.mgmt_url(), user, password) as admin:
+        write_secret(d / "bridge-password", admin.add_role_account("bridge", "bridge") + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    env.update({
+        "BRIDGE_BROKER__KIND": "rabbitmq",
+        "BRIDGE_BROKER__MANAGEMENT_URL": cluster.mgmt_url(),
+        "BRIDGE_BROKER__ADMIN_USERNAME": user,
+        "BRIDGE_BROKER__ADMIN_PASSWORD_FILE": str(d / "admin-password"),
+        "C19_SOURCE": "amqp",
+        "BRIDGE_AMQP__USERNAME": "bridge",
+        "BRIDGE_AMQP__PASSWORD_FILE": str(d / "bridge-password"),
+        "BRIDGE_AMQP__HEARTBEAT_S": "5",
+        "BRIDGE_AMQP__RECONNECT_MAX_S": "2",
+        "BRIDGE_FLEET__PUBLISH_EVERY_S": "0.5",
+        "BRIDGE_METRICS__PORT": "0",
+    })
+    return env
+
+
+def add_devices(env: dict[str, str], db_url: str, ids: list[str]) -> dict[str, str]:
+    """`meter-bridge devices add --json` for each (accounts on RabbitMQ), then bind them."""
+    passwords = {}
+    runner = CliRunner()
+    for d in ids:
+        r = runner.invoke(main, ["devices", "add", d, "--json"], env={**env, "BRIDGE_DATABASE_URL": db_url})
+        assert r.exit_code == 0, r.output
+        passwords[d] = json.loads(r.output)["password"]
+    engine = open_store(db_url)
+    with engine.begin() as conn:
+        for i, d in enumerate(ids):
+            registry.bind(conn, d, meter_serial=f"SN-{d}", kind="cold", payer_code=f"{2000000000 + i}",
+                          address=f"Cluster street {i}")
+    engine.dispose()
+    return passwords
+
+
+def start_worker(env: dict[str, str], db_url: str, index: int, urls: list[str], log: Path) -> subprocess.Popen[bytes]:
+    e = {**env, "BRIDGE_DATABASE_URL": db_url, "BRIDGE_AMQP__URLS": json.dumps(urls)}
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "cloud_bridge.cli", "run", "--source", "amqp",
+                                 "--worker-index", str(index)], env=e, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> Iterator[str]:
+    url = f"sqlite:///{tmp_path / 'bridge.db'}"
+    open_store(url).dispose()
+    yield url
+
+
+@pytest.fixture
+def pg_store_url(postgres_url: str) -> Iterator[str]:
+    open_store(postgres_url).dispose()
+    yield postgres_url
+
+
+def test_device_accounts_reach_only_their_own_topics(cluster: RabbitCluster, bridge_env: dict[str, str],
+                                                     store_url: str) -> None:
+    """`devices add` on RabbitMQ: the device publishes its readings and gets its acks; another device's
+    topics are closed to it; `devices retire` takes the account away."""
+    pw = add_devices(bridge_env, store_url, ["acct-a", "acct-b"])
+    got: list[str] = []
+    closed = threading.Event()
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="acct-a", protocol=mqtt.MQTTv311, clean_session=False)
+    c.username_pw_set("acct-a", pw["acct-a"])
+    c.on_message = lambda _c, _u, m: got.append(m.topic)
+    c.on_disconnect = lambda *_a: closed.set()
+    c.connect("127.0.0.1", cluster.nodes[1].mqtt_port)
+    c.loop_start()
+    try:
+        assert c.subscribe(topics.ack("acct-a"), qos=1)[0] == 0
+        # Its own reading topic is open: the broker answers the QoS 1 publish.
+        info = c.publish(topics.reading("acct-a"), reading("acct-a", 1).to_json_bytes(), qos=1)
+        info.wait_for_publish(10)
+        assert info.is_published() and not closed.is_set()
+        # Another device's topic is not: RabbitMQ (MQTT 3.1.1) closes the connection.
+        c.publish(topics.reading("acct-b"), reading("acct-b", 1).to_json_bytes(), qos=1)
+        assert closed.wait(10), "a device published on another device's topic"
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    # A wrong password is refused at CONNECT.
+    bad = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="acct-b", protocol=mqtt.MQTTv311)
+    bad.username_pw_set("acct-b", "not-the-password")
+    codes: list[Any] = []
+    bad.on_connect = lambda _c, _u, _f, rc, _p=None: codes.append(rc)
+    bad.connect("127.0.0.1", cluster.nodes[2].mqtt_port)
+    bad.loop_start()
+    assert wait_until(lambda: bool(codes), 10)
+    bad.loop_stop()
+    assert codes[0].is_failure and codes[0].value in (0x86, 0x87), codes
+    # Retire: the account goes and its connections are closed.
+    r = CliRunner().invoke(main, ["devices", "retire", "acct-b", "--json"],
+                           env={**bridge_env, "BRIDGE_DATABASE_URL": store_url})
+    assert r.exit_code == 0, r.output
+    user, password = cluster.admin_credentials
+    with RabbitMqAdmin(cluster.mgmt_url(), user, password) as admin:
+        assert admin.get_user("acct-b") is None
+        assert admin.get_user("acct-a") is not None
+
+
+@pytest.mark.postgres
+def test_node_and_worker_killed_mid_stream_every_reading_stored_once_every_device_acked(
+        cluster: RabbitCluster, bridge_env: dict[str, str], pg_store_url: str, tmp_path: Path) -> None:
+    n_devices, per_device = 12, 60
+    total = n_devices * per_device
+    ids = [f"city-{i:02d}" for i in range(n_devices)]
+    passwords = add_devices(bridge_env, pg_store_url, ids)
+    engine = open_store(pg_store_url)
+    ports = [n.mqtt_port for n in cluster.nodes]
+    # Device i starts on node i % 3; workers start on different nodes too.
+    devices = [SimDevice(d, passwords[d], ports[i % 3:] + ports[:i % 3]) for i, d in enumerate(ids)]
+    urls = cluster.amqp_urls
+    log = tmp_path / "workers.log"
+    workers = [start_worker(bridge_env, pg_store_url, i, urls[i % 3:] + urls[:i % 3], log) for i in range(3)]
+    victim_node = cluster.nodes[1]
+    try:
+        for dev in devices:
+            dev.start()
+        assert wait_until(lambda: all(d.subscribed.is_set() for d in devices), 30), "devices did not subscribe"
+        assert wait_until(lambda: consumers(cluster, "bridge.readings") == 3, 30), log.read_text()[-3000:]
+        killed_node = killed_worker = False
+        seq = 0
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if seq < per_device:
+                seq += 1
+                for dev in devices:
+                    dev.send(seq)
+                time.sleep(0.1)
+            n = stored(engine)
+            if not killed_node and n >= total * 0.25:
+                cluster.kill_node(victim_node)  # kill -9: a power cut on one broker
+                killed_node = True
+            if killed_node and not killed_worker and n >= total * 0.5:
+                os.killpg(workers[0].pid, signal.SIGKILL)  # kill -9 of a bridge worker holding deliveries
+                workers[0].wait(10)
+                killed_worker = True
+            for dev in devices:
+                dev.resend_unacked(older_than_s=5.0)
+            if seq >= per_device and n == total and all(d.all_acked(per_device) for d in devices):
+                break
+            if seq >= per_device:
+                time.sleep(0.3)
+        assert killed_node and killed_worker, f"the stream ended before the kills ({stored(engine)} stored)"
+        assert stored(engine) == total, (stored(engine), log.read_text()[-3000:])
+        missing = {d.device_id: sorted(set(range(1, per_device + 1)) - set(d.acked)) for d in devices
+                   if not d.all_acked(per_device)}
+        assert not missing, f"devices without acks: {missing}"
+        with engine.connect() as conn:
+            rows = conn.execute(select(readings.c.device_id, readings.c.seq, readings.c.value)).all()
+            received = conn.execute(select(func.sum(counters.c.value)).where(counters.c.name == "received")
+                                    ).scalar_one()
+        assert sorted(rows) == sorted((d, s, f"{s:05d}.125") for d in ids for s in range(1, per_device + 1))
+        assert received >= total  # redeliveries and resends came through as duplicates, never as new rows
+        moved = [d.device_id for d in devices if d.connects > 1]
+        assert moved, "no device was on the killed node: the test proved nothing about node loss"
+        for w in workers[1:]:
+            assert w.poll() is None, log.read_text()[-3000:]
+    finally:
+        for dev in devices:
+            dev.stop()
+        for w in workers:
+            if w.poll() is None:
+                w.send_signal(signal.SIGTERM)
+        for w in workers:
+            try:
+                w.wait(20)
+            except subprocess.TimeoutExpired:
+                w.kill()
+        engine.dispose()
+        if not victim_node.running:
+            cluster.start_node(victim_node)  # the next test gets three nodes again
+    assert all(w.returncode in (0, -signal.SIGKILL) for w in workers), log.read_text()[-3000:]
+
+
+def test_permissions_are_the_mqtt_acls_as_routing_key_patterns() -> None:
+    """No cluster needed: the regular expressions a device account gets match its own topics only."""
+    import re
+
+    from cloud_bridge.accounts.rabbitmq import filter_regex, topic_permissions
+    from cloud_bridge.accounts.roles import device_acls
+
+    assert re.fullmatch(filter_regex("meters/+/reading"), "meters.d-1.reading")
+    assert re.fullmatch(filter_regex("meters/+/reading"), "meters.*.reading")  # a subscription's own wildcard
+    assert not re.fullmatch(filter_regex("meters/+/reading"), "meters.a.b.reading")
+    assert re.fullmatch(filter_regex("bridge/#"), "bridge") and re.fullmatch(filter_regex("bridge/#"), "bridge.x.y")
+    perms = topic_permissions(device_acls("dev-7"))
+    write, read = re.compile(perms["write"]), re.compile(perms["read"])
+    assert write.fullmatch("meters.dev-7.reading") and write.fullmatch("meters.dev-7.cmd.capture.result")
+    assert write.fullmatch("homeassistant.sensor.dev-7.value.config")
+    assert not write.fullmatch("meters.dev-8.reading") and not write.fullmatch("meters.dev-7.ack")
+    assert not write.fullmatch("bridge.fleet") and not write.fullmatch("meters.dev-7x.reading")
+    assert read.fullmatch("meters.dev-7.ack") and read.fullmatch("meters.dev-7.cmd.*")
+    assert not read.fullmatch("meters.dev-8.ack") and not read.fullmatch("meters.*.ack") and not read.fullmatch("#")

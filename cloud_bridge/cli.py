@@ -30,6 +30,7 @@ COMMANDS = {
     "submit": ("cloud_bridge.submission.cli:submit", "Run one submission pass to billing."),
     "settle": ("cloud_bridge.settlement.cli:settle", "Mark stored readings settled, outlier or pending."),
     "sandbox": ("cloud_bridge.sandbox.cli:sandbox", "Serve a billing + loyalty sandbox over HTTP."),
+    "photo": ("cloud_bridge.photo.cli:photo", "Read a resident's meter photo (photo read PHOTO --json)."),
 }
 
 

@@ -242,18 +242,21 @@ Confidences = Callable[[list[np.ndarray]], list[float]]
 
 
 def propose_windows(image: np.ndarray, *, digits: int | None = None, confidences: Confidences | None = None,
-                    max_tilt_deg: float = 45.0, step_deg: float = 7.5, candidates: int = 4) -> Proposal:
+                    max_tilt_deg: float = 45.0, step_deg: float = 7.5, candidates: int = 4,
+                    coarse_px: int = 360, work_px: int = 640) -> Proposal:
     """The counter's windows in `image` rotated by the returned angle; NoCounterFound when there is no row.
 
     Coarse search over angles on a small copy; the best few rows (at different angles) are measured again
     at working resolution, their angle corrected by the row's own slope; `confidences` (the digit model's,
     one per crop) then decides between them: a counter reads as digits, a row of other marks does not.
+    `coarse_px` and `work_px` are the longer sides of the two copies (a phone photo, where the counter is a
+    small part of the picture, needs larger ones than a fixed camera's frame).
     """
     grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
     h, w = grey.shape[:2]
-    scale = min(1.0, 360 / max(w, h))
+    scale = min(1.0, coarse_px / max(w, h))
     small = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else grey
-    work_scale = min(1.0, 640 / max(w, h))
+    work_scale = min(1.0, work_px / max(w, h))
     work = cv2.resize(grey, None, fx=work_scale, fy=work_scale, interpolation=cv2.INTER_AREA) \
         if work_scale < 1 else grey
     colour = image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)

@@ -48,6 +48,14 @@ MAX_PLACED = 1
 CONTINUES = 0.95
 """A digit read this sure one pitch beyond either end of the row: the row goes on, so it may not be the
 counter (a ruler, a serial number, a label) or the meter has more wheels than registered."""
+LAST_TURNING = 0.9
+"""The lowest wheel this far past its digit shows the next one nearly as much: which one it is, a window a
+little off-centre decides, so a person checks (the value proposed is the digit reached)."""
+CENTRED = 0.04
+"""Wheels above the lowest this close (in digits, on average) to where the wheel below puts them: the
+windows are centred and need no vertical search."""
+VERTICAL_STEPS = (-0.2, -0.1, -0.05, 0.0, 0.05, 0.1, 0.2)
+"""Vertical moves tried, in window heights."""
 BOX_MARGIN = 0.35
 """A resident's counter box is searched with this much of its height added on every side."""
 
@@ -265,7 +273,46 @@ def read_photo(image_bgr: np.ndarray, *, digits: int, decimals: int, model: Digi
     by_k = dict(zip(slots, preds, strict=True))
     found, shift = _best_shift(found, by_k, placed)
     side = {name: by_k[k] for name, k in (("left", shift - 1), ("right", shift + wheels)) if k in by_k}
-    return _decide(found, [by_k[shift + k] for k in range(wheels)], side, digits, decimals, use, start)
+    preds = [by_k[shift + k] for k in range(wheels)]
+    if found.found and wheels >= 2:
+        found, preds = _centre_vertically(image, found, preds, use)
+    return _decide(found, preds, side, digits, decimals, use, start)
+
+
+def _off_centre(preds: Sequence[DigitPrediction]) -> float:
+    """How far (in digits, 0–0.5) the wheels above the lowest stand from where the wheel below each says
+    it should: settled on a digit, or turned as far as the carry allows. Windows cut too high or too low
+    make every wheel look turned the same way."""
+    cands = candidates([float(p.value) for p in preds], [True] * len(preds), 0.0)
+    if not cands:
+        return 0.5
+    margins = [m for m in cands[0].margins if m is not None]
+    return 0.5 - float(np.mean(margins)) if margins else 0.0
+
+
+def _centre_vertically(image: np.ndarray, found: _Windows, preds: list[DigitPrediction],
+                       model: DigitModel) -> tuple[_Windows, list[DigitPrediction]]:
+    """Move the windows up or down (by up to VERTICAL_SEARCH of their height) when that puts the digits
+    better in their middle: a window off-centre reads a settled 6 as a 5 turning (5.9)."""
+    base = _off_centre(preds)
+    if base < CENTRED:
+        return found, preds
+    offsets = [s for s in VERTICAL_STEPS if s]
+    crops = [_crop(image, found.straight, (x, y + s * h, w, h)) for s in offsets for x, y, w, h in found.rects]
+    moved = _classify(model, crops)
+    n = len(found.rects)
+    best, best_score, best_preds = 0.0, base + (1 - min(p.confidence for p in preds)), preds
+    for j, s in enumerate(offsets):
+        these = moved[j * n:(j + 1) * n]
+        score = _off_centre(these) + (1 - min(p.confidence for p in these)) + 0.02 * abs(s) / VERTICAL_STEPS[-1]
+        if score < best_score:
+            best, best_score, best_preds = s, score, list(these)
+    if not best:
+        return found, preds
+    rects = [(x, y + best * h, w, h) for x, y, w, h in found.rects]
+    note = (f"the windows were moved {'down' if best > 0 else 'up'} by {abs(best):.0%} of their height to centre "
+            "the digits")
+    return _Windows(found.straight, rects, found.rotation_deg, found.found, [*found.notes, note]), best_preds
 
 
 def _slots(found: _Windows, extra: int, width: int, height: int) -> dict[int, tuple[float, float, float, float]]:
@@ -303,6 +350,12 @@ def _best_shift(found: _Windows, by_k: dict[int, DigitPrediction], placed: int) 
     rects = [(x + best * pitch, y, w, h) for x, y, w, h in found.rects]
     note = f"the row was moved {abs(best)} wheel{'s' if abs(best) > 1 else ''} to the {'right' if best > 0 else 'left'}"
     return _Windows(found.straight, rects, found.rotation_deg, found.found, [*found.notes, note]), best
+
+
+def _plus_one(ds: Sequence[int]) -> list[int]:
+    """The digits one step of the lowest wheel later (a carry through the 9s; 999 wraps to 000)."""
+    width = len(ds)
+    return [int(c) for c in str((int("".join(map(str, ds))) + 1) % 10 ** width).zfill(width)]
 
 
 def _counts_up(ds: Sequence[int]) -> bool:
@@ -348,6 +401,11 @@ def _decide(found: _Windows, preds: Sequence[DigitPrediction], side: dict[str, D
         alt = _fmt(strict[1].digits, digits, decimals)
         reasons.append(f"{_plural(between)} (from the left) {'stands' if len(between) == 1 else 'stand'} between two "
                        f"digits: {value} or {alt}")
+    last = positions[-1] % 10
+    if shown and last - math.floor(last) >= LAST_TURNING:
+        nxt = _fmt(_plus_one(shown[0].digits), digits, decimals)
+        reasons.append(f"the last wheel is turning from {math.floor(last)} to {(math.floor(last) + 1) % 10}: "
+                       f"{value} or {nxt}")
     if placed > MAX_PLACED:
         reasons.append(f"only {found.found} of {n} wheels were seen as digits; the others were placed beside them"
                        if found.found else "no digits were seen inside the box; it was divided into equal wheels")

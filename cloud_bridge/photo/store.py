@@ -111,7 +111,11 @@ def read(bgr: np.ndarray, digits: int, decimals: int,
     except ImportError as exc:
         raise PhotoError("reader_missing", f"the photo reader cannot be loaded ({exc}): install the bridge with "
                          "its photo extra (pip install '.[photo]')") from None
-    result = read_photo(bgr, digits=digits, decimals=decimals, counter_box=counter_box)
+    try:
+        result = read_photo(bgr, digits=digits, decimals=decimals, counter_box=counter_box)
+    except Exception as exc:  # one photo the reader cannot take must not become a server error
+        log.exception("the photo reader failed on a %dx%d photo", bgr.shape[1], bgr.shape[0])
+        raise PhotoError("reader_failed", f"the photo reader failed: {str(exc)[:200]}") from None
     data = result.to_json()
     if not isinstance(data, dict):
         raise PhotoError("reader_failed", "the photo reader gave no answer")

@@ -53,8 +53,9 @@ def append_points(conn: Connection, submission_row_id: int, points: int, now: da
                   created_at=now, updated_at=now, idempotency_key=credit_key(sub.payer_code, sub.period),
                   credit_state="pending", attempts=0)
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(points_ledger).values(**values).on_conflict_do_nothing()
-    return conn.execute(stmt).rowcount == 1
+    # RETURNING, not rowcount: psycopg 3 under SQLAlchemy 2.1 reports rowcount -1 for this statement.
+    stmt = dialect.insert(points_ledger).values(**values).on_conflict_do_nothing().returning(points_ledger.c.id)
+    return conn.execute(stmt).first() is not None
 
 
 def deliver_due_credits(

@@ -1,10 +1,19 @@
-"""Each device's health in one row, from the store: what `devices list`, the fleet page and the metrics
-show. The same few grouped queries for one device or the whole fleet (no query per device).
+"""The one device-state query: each registered device's state in one row, from the store. Everything
+that shows a device reads it from here: the fleet page, `devices list`, the retained
+`bridge/devices/{id}/state` and `bridge/fleet` topics (cloud_bridge.fleet), `meter-bridge status`, the
+metrics and the fleet page's "needs attention". Counts over the fleet are aggregates of the same rows
+computed by the database (`fleet_summary`), never a loop over every device in Python.
 
-- last reading: the one with the highest seq (the device's own order), its value, status and reason;
-- not ok in a row: how many of the newest readings in a row are not `ok` (`suspect` or `error`);
+What the columns mean (docs/decisions.md, "One device-state query"):
+- binding: the binding in force (valid_to IS NULL), never an older one: an unbound, retired or replaced
+  device serves no meter and no payer, so it shows none and no submission or points (the meter and the
+  payer keep their history: `devices show`, `history --payer`);
+- last reading: the newest one the device took (greatest taken_at, then the last stored), its value,
+  status, reason and settlement; a redelivery that arrives late, or a new outbox epoch that starts at
+  seq 1 again, never makes an older reading the last;
+- not ok in a row: how many readings taken after the newest `ok` one are not `ok` (`suspect`, `error`);
 - stale: no reading taken for `fleet.stale_factor` x `fleet.device_interval_s` (since it was added, when
-  it never sent one);
+  it never sent one); a retired device is never stale;
 - online: from the retained `meters/{id}/status` (None: never heard);
 - telemetry: the newest `meters/{id}/telemetry` (outbox depth, last error, CPU temperature, free disk,
   model, version).
@@ -14,13 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select, true
+from sqlalchemy import Connection, Select, and_, case, func, literal, or_, select, true
 
 from cloud_bridge.config import FleetSection, WindowSection
-from cloud_bridge.fleet import current_period, stale_after
 from cloud_bridge.store.tables import (
     bindings,
     device_status,
@@ -31,7 +39,19 @@ from cloud_bridge.store.tables import (
     settlements,
     submissions,
 )
+from cloud_bridge.submission.periods import Period, WindowRule
 from contract.payloads import format_utc, mask_payer
+
+
+def stale_after(cfg: FleetSection) -> timedelta:
+    return timedelta(seconds=cfg.device_interval_s * cfg.stale_factor)
+
+
+def current_period(now: datetime, window: WindowSection) -> str:
+    """The billing period being collected now: the one whose submission window is open, else this month."""
+    rule = WindowRule(window.start_day, window.end_day, window.timezone)
+    period = rule.open_period(now) or Period.of(now, rule.tz)
+    return str(period)
 
 
 @dataclass(frozen=True)
@@ -65,6 +85,7 @@ class DeviceHealth:
     retired_at: datetime | None = None  # `devices retire`: kept for its history, never stale
     last_settlement: str | None = None  # settled | outlier | pending, as the bridge stored it (None: not yet)
     last_settlement_reason: str | None = None
+    last_stored_at: datetime | None = None
 
     @property
     def offline_since(self) -> datetime | None:
@@ -98,66 +119,158 @@ class DeviceHealth:
         }
 
 
-def device_health(conn: Connection, now: datetime, fleet: FleetSection,
-                  device_ids: Iterable[str] | None = None) -> list[DeviceHealth]:
-    """Health rows ordered by device id; only `device_ids` when given."""
+def device_rows(now: datetime, fleet: FleetSection, device_ids: Iterable[str] | None = None) -> Select[Any]:
+    """THE device-state query: one row per registered device (only `device_ids` when given), with every
+    column the module docstring describes. `stale`, `suspect_last_day` and `error_last_day` are 0/1
+    columns computed by the database, so a count over the fleet is a SUM over this query."""
     wanted = None if device_ids is None else sorted(set(device_ids))
 
     def only(col: Any) -> Any:
         return true() if wanted is None else col.in_(wanted)
 
-    # The newest reading is the last one stored (max id), not the highest seq: a device with a new outbox
-    # (a new epoch) starts at seq 1 again, and (device_id, seq) is no longer unique.
-    per_device = (select(readings.c.device_id, func.count().label("n"), func.max(readings.c.id).label("last_id"))
+    def newest(status: str) -> Any:
+        return func.max(case((readings.c.status == status, readings.c.taken_at)))
+
+    # One pass over each device's readings (the (device_id, taken_at) index): how many, the newest taken,
+    # the newest ok / suspect / error.
+    per_device = (select(readings.c.device_id, func.count().label("n"),
+                         func.max(readings.c.taken_at).label("last_at"), newest("ok").label("ok_at"),
+                         newest("suspect").label("suspect_at"), newest("error").label("error_at"))
                   .where(only(readings.c.device_id)).group_by(readings.c.device_id).subquery("per_device"))
-    last = readings.alias("last")
-    last_ok = (select(readings.c.device_id, func.max(readings.c.id).label("ok_id"))
-               .where(and_(readings.c.status == "ok", only(readings.c.device_id)))
-               .group_by(readings.c.device_id).subquery("last_ok"))
+    # Readings are ordered by (taken_at, id): of two taken at the same instant (a new epoch re-sending,
+    # a burst within a second) the one stored later counts as the newer.
+    last_id = (select(readings.c.device_id, func.max(readings.c.id).label("id"))
+               .join(per_device, and_(per_device.c.device_id == readings.c.device_id,
+                                      readings.c.taken_at == per_device.c.last_at))
+               .group_by(readings.c.device_id).subquery("last_id"))
+    ok_id = (select(readings.c.device_id, func.max(readings.c.id).label("id"))
+             .join(per_device, and_(per_device.c.device_id == readings.c.device_id,
+                                    readings.c.taken_at == per_device.c.ok_at))
+             .where(readings.c.status == "ok").group_by(readings.c.device_id).subquery("ok_id"))
     not_ok = (select(readings.c.device_id, func.count().label("n"))
-              .select_from(readings.outerjoin(last_ok, last_ok.c.device_id == readings.c.device_id))
-              .where(and_(readings.c.status != "ok", only(readings.c.device_id),
-                          or_(last_ok.c.ok_id.is_(None), readings.c.id > last_ok.c.ok_id)))
+              .join(per_device, per_device.c.device_id == readings.c.device_id)
+              .outerjoin(ok_id, ok_id.c.device_id == readings.c.device_id)
+              .where(and_(readings.c.status != "ok",
+                          or_(per_device.c.ok_at.is_(None), readings.c.taken_at > per_device.c.ok_at,
+                              and_(readings.c.taken_at == per_device.c.ok_at, readings.c.id > ok_id.c.id))))
               .group_by(readings.c.device_id).subquery("not_ok"))
     open_binding = (select(bindings.c.device_id, bindings.c.meter_serial, bindings.c.payer_code,
                            bindings.c.valid_from, meters.c.kind)
                     .join(meters, meters.c.serial == bindings.c.meter_serial)
-                    .where(bindings.c.valid_to.is_(None)).subquery("open_binding"))
+                    .where(and_(bindings.c.valid_to.is_(None), only(bindings.c.device_id)))
+                    .subquery("open_binding"))
+    last = readings.alias("last")
     tel = device_telemetry
-    q = (select(devices.c.device_id, devices.c.created_at, devices.c.note, devices.c.retired_at,
-                device_status.c.online, device_status.c.changed_at.label("online_changed_at"),
-                per_device.c.n, last.c.seq.label("last_seq"), last.c.taken_at, last.c.value, last.c.status,
-                last.c.reason,
-                last.c.model.label("reading_model"), not_ok.c.n.label("not_ok_n"),
-                settlements.c.state.label("settlement"), settlements.c.reason.label("settlement_reason"),
-                open_binding.c.meter_serial, open_binding.c.kind, open_binding.c.payer_code, open_binding.c.valid_from,
-                tel.c.at.label("telemetry_at"), tel.c.outbox_depth, tel.c.last_error, tel.c.cpu_temp_c,
-                tel.c.free_disk_bytes, tel.c.disk_full, tel.c.uptime_s, tel.c.model, tel.c.version)
-         .select_from(devices)
-         .outerjoin(device_status, device_status.c.device_id == devices.c.device_id)
-         .outerjoin(per_device, per_device.c.device_id == devices.c.device_id)
-         .outerjoin(last, and_(last.c.device_id == devices.c.device_id, last.c.id == per_device.c.last_id))
-         .outerjoin(settlements, settlements.c.reading_id == last.c.id)
-         .outerjoin(not_ok, not_ok.c.device_id == devices.c.device_id)
-         .outerjoin(open_binding, open_binding.c.device_id == devices.c.device_id)
-         .outerjoin(tel, tel.c.device_id == devices.c.device_id)
-         .where(only(devices.c.device_id))
-         .order_by(devices.c.device_id))
-    cutoff = now - stale_after(fleet)
-    out = []
-    for r in conn.execute(q).all():
-        since = r.taken_at or r.created_at
-        out.append(DeviceHealth(
-            device_id=r.device_id, created_at=r.created_at, note=r.note, online=r.online,
-            online_changed_at=r.online_changed_at, readings=int(r.n or 0), last_seq=r.last_seq,
-            last_taken_at=r.taken_at, last_value=r.value, last_status=r.status, last_reason=r.reason,
-            not_ok_in_row=int(r.not_ok_n or 0), stale=since < cutoff and r.retired_at is None,
-            meter_serial=r.meter_serial, meter_kind=r.kind, payer_code=r.payer_code, bound_since=r.valid_from,
-            telemetry_at=r.telemetry_at, outbox_depth=r.outbox_depth, last_error=r.last_error,
-            cpu_temp_c=r.cpu_temp_c, free_disk_bytes=r.free_disk_bytes, disk_full=r.disk_full,
-            uptime_s=r.uptime_s, model=r.model or r.reading_model or None, version=r.version or None,
-            retired_at=r.retired_at, last_settlement=r.settlement, last_settlement_reason=r.settlement_reason))
-    return out
+    day_ago = now - timedelta(days=1)
+    since = func.coalesce(per_device.c.last_at, devices.c.created_at)
+    stale = case((and_(devices.c.retired_at.is_(None), since < now - stale_after(fleet)), 1), else_=0)
+
+    def within_day(col: Any) -> Any:
+        return case((col >= day_ago, 1), else_=0)
+
+    return (select(devices.c.device_id, devices.c.created_at, devices.c.note, devices.c.retired_at,
+                   device_status.c.online, device_status.c.changed_at.label("online_changed_at"),
+                   func.coalesce(per_device.c.n, literal(0)).label("n"), last.c.seq.label("last_seq"),
+                   last.c.taken_at, last.c.stored_at, last.c.value, last.c.status, last.c.reason,
+                   last.c.model.label("reading_model"), func.coalesce(not_ok.c.n, literal(0)).label("not_ok_n"),
+                   settlements.c.state.label("settlement"), settlements.c.reason.label("settlement_reason"),
+                   open_binding.c.meter_serial, open_binding.c.kind, open_binding.c.payer_code,
+                   open_binding.c.valid_from, tel.c.at.label("telemetry_at"), tel.c.outbox_depth, tel.c.last_error,
+                   tel.c.cpu_temp_c, tel.c.free_disk_bytes, tel.c.disk_full, tel.c.uptime_s, tel.c.model,
+                   tel.c.version, stale.label("stale"),
+                   within_day(per_device.c.suspect_at).label("suspect_last_day"),
+                   within_day(per_device.c.error_at).label("error_last_day"))
+            .select_from(devices)
+            .outerjoin(device_status, device_status.c.device_id == devices.c.device_id)
+            .outerjoin(per_device, per_device.c.device_id == devices.c.device_id)
+            .outerjoin(last_id, last_id.c.device_id == devices.c.device_id)
+            .outerjoin(last, last.c.id == last_id.c.id)
+            .outerjoin(settlements, settlements.c.reading_id == last.c.id)
+            .outerjoin(not_ok, not_ok.c.device_id == devices.c.device_id)
+            .outerjoin(open_binding, open_binding.c.device_id == devices.c.device_id)
+            .outerjoin(tel, tel.c.device_id == devices.c.device_id)
+            .where(only(devices.c.device_id))
+            .order_by(devices.c.device_id))
+
+
+def device_health(conn: Connection, now: datetime, fleet: FleetSection,
+                  device_ids: Iterable[str] | None = None) -> list[DeviceHealth]:
+    """Health rows ordered by device id; only `device_ids` when given."""
+    return [DeviceHealth(
+        device_id=r.device_id, created_at=r.created_at, note=r.note, online=r.online,
+        online_changed_at=r.online_changed_at, readings=int(r.n), last_seq=r.last_seq,
+        last_taken_at=r.taken_at, last_value=r.value, last_status=r.status, last_reason=r.reason,
+        not_ok_in_row=int(r.not_ok_n), stale=bool(r.stale),
+        meter_serial=r.meter_serial, meter_kind=r.kind, payer_code=r.payer_code, bound_since=r.valid_from,
+        telemetry_at=r.telemetry_at, outbox_depth=r.outbox_depth, last_error=r.last_error,
+        cpu_temp_c=r.cpu_temp_c, free_disk_bytes=r.free_disk_bytes, disk_full=r.disk_full,
+        uptime_s=r.uptime_s, model=r.model or r.reading_model or None, version=r.version or None,
+        retired_at=r.retired_at, last_settlement=r.settlement, last_settlement_reason=r.settlement_reason,
+        last_stored_at=r.stored_at) for r in conn.execute(device_rows(now, fleet, device_ids)).all()]
+
+
+@dataclass(frozen=True)
+class FleetSummary:
+    """Counts over the fleet's devices in service (retired ones are history, not fleet), from the same
+    rows as `device_health`, summed by the database."""
+
+    devices: int
+    online: int
+    offline: int  # retained status `offline` (last will or clean stop); never heard is neither
+    stale: int
+    unbound: int
+    last_ok: int
+    last_suspect: int
+    last_error: int
+    last_outlier: int
+    not_ok_3_in_row: int
+    suspect_last_day: int
+    error_last_day: int
+    reporting_telemetry: int
+    outbox_readings: int
+    outbox_readings_max: int
+    disk_full: int
+    cpu_temp_max_c: float | None
+    free_disk_min_bytes: int | None
+
+    @property
+    def not_online(self) -> int:
+        return self.devices - self.online
+
+
+def fleet_summary(conn: Connection, now: datetime, fleet: FleetSection) -> FleetSummary:
+    rows = device_rows(now, fleet).order_by(None).subquery("device_rows")
+    c = rows.c
+
+    def count_if(cond: Any) -> Any:
+        return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
+
+    r = conn.execute(select(
+        func.count().label("devices"),
+        count_if(c.online.is_(True)).label("online"), count_if(c.online.is_(False)).label("offline"),
+        func.coalesce(func.sum(c.stale), 0).label("stale"), count_if(c.meter_serial.is_(None)).label("unbound"),
+        count_if(c.status == "ok").label("last_ok"), count_if(c.status == "suspect").label("last_suspect"),
+        count_if(c.status == "error").label("last_error"), count_if(c.settlement == "outlier").label("last_outlier"),
+        count_if(c.not_ok_n >= 3).label("not_ok_3"),
+        func.coalesce(func.sum(c.suspect_last_day), 0).label("suspect_last_day"),
+        func.coalesce(func.sum(c.error_last_day), 0).label("error_last_day"),
+        func.count(c.telemetry_at).label("telemetry"),
+        func.coalesce(func.sum(case((c.telemetry_at.is_not(None), func.coalesce(c.outbox_depth, 0)), else_=0)),
+                      0).label("outbox"),
+        func.coalesce(func.max(case((c.telemetry_at.is_not(None), func.coalesce(c.outbox_depth, 0)))), 0)
+        .label("outbox_max"),
+        count_if(and_(c.telemetry_at.is_not(None), c.disk_full.is_(True))).label("disk_full"),
+        func.max(case((c.telemetry_at.is_not(None), c.cpu_temp_c))).label("cpu_max"),
+        func.min(case((c.telemetry_at.is_not(None), c.free_disk_bytes))).label("disk_min"),
+    ).where(c.retired_at.is_(None))).one()
+    return FleetSummary(
+        devices=int(r.devices), online=int(r.online), offline=int(r.offline), stale=int(r.stale),
+        unbound=int(r.unbound), last_ok=int(r.last_ok), last_suspect=int(r.last_suspect),
+        last_error=int(r.last_error), last_outlier=int(r.last_outlier), not_ok_3_in_row=int(r.not_ok_3),
+        suspect_last_day=int(r.suspect_last_day), error_last_day=int(r.error_last_day),
+        reporting_telemetry=int(r.telemetry), outbox_readings=int(r.outbox), outbox_readings_max=int(r.outbox_max),
+        disk_full=int(r.disk_full), cpu_temp_max_c=None if r.cpu_max is None else float(r.cpu_max),
+        free_disk_min_bytes=None if r.disk_min is None else int(r.disk_min))
 
 
 @dataclass(frozen=True)
@@ -178,36 +291,43 @@ class PeriodProgress:
         return self.by_state.get("accepted", 0)
 
 
+def _meter_states(period: str) -> Any:
+    """(payer_code, meter_serial, state) per meter of the period: `accepted` when any of its rows was
+    accepted (the first submission or a correction), else the state of its newest row."""
+    per_meter = (select(submissions.c.payer_code, submissions.c.meter_serial,
+                        func.max(submissions.c.id).label("newest"),
+                        func.max(case((submissions.c.state == "accepted", 1), else_=0)).label("accepted"))
+                 .where(submissions.c.period == period)
+                 .group_by(submissions.c.payer_code, submissions.c.meter_serial).subquery("per_meter"))
+    state = case((per_meter.c.accepted == 1, literal("accepted")), else_=submissions.c.state)
+    return (select(per_meter.c.payer_code, per_meter.c.meter_serial, state.label("state"))
+            .join(submissions, submissions.c.id == per_meter.c.newest).subquery("meter_states"))
+
+
 def meter_states(conn: Connection, period: str) -> dict[tuple[str, str], str]:
-    """{(payer, meter): state} for the period: `accepted` when any of its rows was accepted (the first
-    submission or a correction), else the state of its newest row."""
-    rows = conn.execute(select(submissions.c.payer_code, submissions.c.meter_serial, submissions.c.state)
-                        .where(submissions.c.period == period).order_by(submissions.c.id)).all()
-    states: dict[tuple[str, str], str] = {}
-    for r in rows:
-        key = (r.payer_code, r.meter_serial)
-        if states.get(key) != "accepted":
-            states[key] = r.state
-    return states
+    """{(payer, meter): state} for the period (`_meter_states`)."""
+    states = _meter_states(period)
+    return {(r.payer_code, r.meter_serial): r.state for r in conn.execute(select(states)).all()}
 
 
 def period_progress(conn: Connection, now: datetime, window: WindowSection) -> PeriodProgress:
-    from cloud_bridge.submission.periods import Period, WindowRule
-
     period = current_period(now, window)
     opens, closes = WindowRule(window.start_day, window.end_day, window.timezone).window(Period.parse(period))
-    states = meter_states(conn, period)
-    bound = {(r.payer_code, r.meter_serial) for r in conn.execute(
-        select(bindings.c.payer_code, bindings.c.meter_serial).where(bindings.c.valid_to.is_(None))).all()}
-    by_state: dict[str, int] = {}
-    for state in states.values():
-        by_state[state] = by_state.get(state, 0) + 1
+    states = _meter_states(period)
+    by_state = {str(state): int(n) for state, n in conn.execute(
+        select(states.c.state, func.count()).group_by(states.c.state)).all()}
+    bound = (select(bindings.c.payer_code, bindings.c.meter_serial).where(bindings.c.valid_to.is_(None))
+             .distinct().subquery("bound"))
+    billed = and_(states.c.payer_code == bound.c.payer_code, states.c.meter_serial == bound.c.meter_serial,
+                  states.c.state == "accepted")
+    meters_bound, not_billed = conn.execute(select(
+        func.count(), func.coalesce(func.sum(case((states.c.state.is_(None), 1), else_=0)), 0))
+        .select_from(bound.outerjoin(states, billed))).one()
     corrections = conn.execute(select(func.count()).where(and_(
         submissions.c.period == period, submissions.c.idempotency_key.like("%:c%"),
         submissions.c.state == "accepted"))).scalar_one()
     return PeriodProgress(period=period, window_opens=opens, window_closes=closes, window_open=opens <= now < closes,
-                          meters_bound=len(bound), by_state=by_state,
-                          not_billed=sum(1 for k in bound if states.get(k) != "accepted"),
+                          meters_bound=int(meters_bound), by_state=by_state, not_billed=int(not_billed),
                           corrections_accepted=int(corrections))
 
 

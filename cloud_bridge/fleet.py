@@ -11,22 +11,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from sqlalchemy import Connection, Engine, and_, func, or_, select
+from sqlalchemy import Connection, Engine, and_, func, select
 
 from cloud_bridge.config import FleetSection, WindowSection
+from cloud_bridge.device_health import DeviceHealth, device_health, fleet_summary, period_progress
 from cloud_bridge.store.engine import read_only
-from cloud_bridge.store.tables import (
-    bindings,
-    device_status,
-    devices,
-    meters,
-    points_ledger,
-    readings,
-    submissions,
-    utcnow,
-)
+from cloud_bridge.store.tables import devices, points_ledger, submissions, utcnow
 from contract import topics
 from contract.payloads import (
     BindingView,
@@ -41,94 +33,93 @@ from contract.payloads import (
 log = logging.getLogger(__name__)
 
 Publish = Callable[[str, bytes, int, bool], None]
+BATCH = 500  # devices per query when publishing many states (bound parameters stay well under limits)
 
 
-def stale_after(cfg: FleetSection) -> timedelta:
-    return timedelta(seconds=cfg.device_interval_s * cfg.stale_factor)
+def _newest_submissions(conn: Connection, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], SubmissionView]:
+    """The newest submission (latest period, then the last row: a correction) of each (payer, meter)."""
+    if not pairs:
+        return {}
+    s = submissions.c
+    serials = sorted({meter for _, meter in pairs})
+    newest_period = (select(s.payer_code, s.meter_serial, func.max(s.period).label("period"))
+                     .where(s.meter_serial.in_(serials)).group_by(s.payer_code, s.meter_serial).subquery())
+    newest_id = (select(func.max(s.id).label("id"))
+                 .join(newest_period, and_(newest_period.c.payer_code == s.payer_code,
+                                           newest_period.c.meter_serial == s.meter_serial,
+                                           newest_period.c.period == s.period))
+                 .group_by(s.payer_code, s.meter_serial).subquery())
+    rows = conn.execute(select(s.payer_code, s.meter_serial, s.period, s.state, s.value, s.reason)
+                        .join(newest_id, newest_id.c.id == s.id)).all()
+    return {(r.payer_code, r.meter_serial): SubmissionView(period=r.period, state=r.state, value=r.value,
+                                                           reason=r.reason)
+            for r in rows if (r.payer_code, r.meter_serial) in pairs}
 
 
-def current_period(now: datetime, window: WindowSection) -> str:
-    """The billing period being collected now: the one whose submission window is open, else this month."""
-    from cloud_bridge.submission.periods import Period, WindowRule
+def _newest_points(conn: Connection, payers: set[str]) -> dict[str, LoyaltyView]:
+    """Each payer's points of the latest period (one row per payer and period)."""
+    if not payers:
+        return {}
+    p = points_ledger.c
+    newest = (select(p.payer_code, func.max(p.period).label("period")).where(p.payer_code.in_(sorted(payers)))
+              .group_by(p.payer_code).subquery())
+    rows = conn.execute(select(p.payer_code, p.period, p.points, p.credit_state)
+                        .join(newest, and_(newest.c.payer_code == p.payer_code, newest.c.period == p.period))).all()
+    return {r.payer_code: LoyaltyView(period=r.period, points=r.points, state=r.credit_state) for r in rows}
 
-    rule = WindowRule(window.start_day, window.end_day, window.timezone)
-    period = rule.open_period(now) or Period.of(now, rule.tz)
-    return str(period)
+
+def device_states(conn: Connection, device_ids: Iterable[str], now: datetime,
+                  fleet: FleetSection) -> list[DeviceState]:
+    """What `bridge/devices/{id}/state` says for each known device among `device_ids`: its row of the
+    device-state query (cloud_bridge.device_health) with the newest submission of its meter and the newest
+    points of its payer, both through the binding in force. A few queries per batch, none per device."""
+    out: list[DeviceState] = []
+    ids = sorted(set(device_ids))
+    for i in range(0, len(ids), BATCH):
+        rows = device_health(conn, now, fleet, ids[i:i + BATCH])
+        bound = [h for h in rows if h.payer_code is not None and h.meter_serial is not None]
+        subs = _newest_submissions(conn, {(h.payer_code, h.meter_serial) for h in bound})  # type: ignore[misc]
+        points = _newest_points(conn, {h.payer_code for h in bound})  # type: ignore[misc]
+        out += [_state(h, subs, points, now) for h in rows]
+    return out
+
+
+def _state(h: DeviceHealth, subs: dict[tuple[str, str], SubmissionView], points: dict[str, LoyaltyView],
+           now: datetime) -> DeviceState:
+    last = None
+    if h.last_seq is not None:
+        assert h.last_taken_at is not None and h.last_stored_at is not None and h.last_status is not None
+        last = LastReading(seq=h.last_seq, taken_at=h.last_taken_at, stored_at=h.last_stored_at, value=h.last_value,
+                           status=h.last_status, reason=h.last_reason)  # type: ignore[arg-type]
+    binding = None
+    if h.meter_serial is not None and h.payer_code is not None:
+        assert h.meter_kind is not None and h.bound_since is not None
+        binding = BindingView(meter_serial=h.meter_serial, kind=h.meter_kind,  # type: ignore[arg-type]
+                              payer_masked=mask_payer(h.payer_code), since=h.bound_since)
+    age = (now - h.last_taken_at).total_seconds() if h.last_taken_at is not None else None
+    return DeviceState(device_id=h.device_id, online=h.online, last_reading=last,
+                       age_s=round(age, 1) if age is not None else None, stale=h.stale, binding=binding,
+                       submission=subs.get((h.payer_code, h.meter_serial)) if binding else None,  # type: ignore[arg-type]
+                       loyalty=points.get(h.payer_code) if binding else None,  # type: ignore[arg-type]
+                       at=now)
 
 
 def device_state(conn: Connection, device_id: str, now: datetime, fleet: FleetSection) -> DeviceState | None:
-    dev = conn.execute(select(devices.c.created_at, device_status.c.online)
-                       .outerjoin(device_status, device_status.c.device_id == devices.c.device_id)
-                       .where(devices.c.device_id == device_id)).first()
-    if dev is None:
-        return None
-    last = conn.execute(select(readings.c.seq, readings.c.taken_at, readings.c.stored_at, readings.c.value,
-                               readings.c.status, readings.c.reason)
-                        .where(readings.c.device_id == device_id)
-                        .order_by(readings.c.taken_at.desc(), readings.c.id.desc()).limit(1)).first()
-    last_reading = LastReading(seq=last.seq, taken_at=last.taken_at, stored_at=last.stored_at, value=last.value,
-                               status=last.status, reason=last.reason) if last else None
-    age = (now - last.taken_at).total_seconds() if last else None
-    since = last.taken_at if last else dev.created_at
-    stale = now - since > stale_after(fleet)
-    b = conn.execute(select(bindings.c.meter_serial, meters.c.kind, bindings.c.payer_code, bindings.c.valid_from)
-                     .join(meters, meters.c.serial == bindings.c.meter_serial)
-                     .where(and_(bindings.c.device_id == device_id, bindings.c.valid_to.is_(None)))).first()
-    binding = submission = loyalty = None
-    if b is not None:
-        binding = BindingView(meter_serial=b.meter_serial, kind=b.kind, payer_masked=mask_payer(b.payer_code),
-                              since=b.valid_from)
-        s = conn.execute(select(submissions.c.period, submissions.c.state, submissions.c.value, submissions.c.reason)
-                         .where(and_(submissions.c.meter_serial == b.meter_serial,
-                                     submissions.c.payer_code == b.payer_code))
-                         .order_by(submissions.c.period.desc(), submissions.c.id.desc()).limit(1)).first()
-        if s is not None:
-            submission = SubmissionView(period=s.period, state=s.state, value=s.value, reason=s.reason)
-        p = conn.execute(select(points_ledger.c.period, points_ledger.c.points, points_ledger.c.credit_state)
-                         .where(points_ledger.c.payer_code == b.payer_code)
-                         .order_by(points_ledger.c.period.desc()).limit(1)).first()
-        if p is not None:
-            loyalty = LoyaltyView(period=p.period, points=p.points, state=p.credit_state)
-    return DeviceState(device_id=device_id, online=dev.online, last_reading=last_reading,
-                       age_s=round(age, 1) if age is not None else None, stale=stale, binding=binding,
-                       submission=submission, loyalty=loyalty, at=now)
+    """One device's `device_states` (None: no such device)."""
+    found = device_states(conn, [device_id], now, fleet)
+    return found[0] if found else None
 
 
 def fleet_counts(conn: Connection, now: datetime, fleet: FleetSection, window: WindowSection) -> FleetCounts:
-    active = devices.c.retired_at.is_(None)  # a retired device is history, not fleet
-    n_devices = conn.execute(select(func.count()).select_from(devices).where(active)).scalar_one()
-    online = conn.execute(select(func.count()).select_from(device_status)
-                          .where(device_status.c.online.is_(True))).scalar_one()
-    cutoff = now - stale_after(fleet)
-    last = (select(readings.c.device_id, func.max(readings.c.taken_at).label("last"))
-            .group_by(readings.c.device_id).subquery())
-    stale = conn.execute(
-        select(func.count()).select_from(devices.outerjoin(last, last.c.device_id == devices.c.device_id))
-        .where(and_(active, or_(last.c.last < cutoff,
-                                and_(last.c.last.is_(None), devices.c.created_at < cutoff))))).scalar_one()
-    day_ago = now - timedelta(days=1)
-
-    def devices_with(status: str) -> int:
-        return int(conn.execute(select(func.count(func.distinct(readings.c.device_id)))
-                                .where(and_(readings.c.status == status, readings.c.taken_at >= day_ago)))
-                   .scalar_one())
-
-    period = current_period(now, window)
-    in_period = submissions.c.period == period
-    correction = submissions.c.idempotency_key.like("%:c%")  # `payer:meter:period:c<id>` (passes.py)
-
-    def meters_in(state: str) -> int:
-        # A meter counts once however many rows it has (a resident's correction is a second row).
-        pairs = (select(submissions.c.payer_code, submissions.c.meter_serial)
-                 .where(and_(in_period, submissions.c.state == state)).distinct().subquery())
-        return int(conn.execute(select(func.count()).select_from(pairs)).scalar_one())
-
-    corrections_sent = conn.execute(select(func.count()).where(and_(
-        in_period, correction, submissions.c.state == "accepted"))).scalar_one()
-    return FleetCounts(devices=n_devices, online=online, offline=n_devices - online, stale=stale,
-                       suspect_last_day=devices_with("suspect"), errors_last_day=devices_with("error"),
-                       submitted_this_period=meters_in("accepted"), needs_attention=meters_in("needs_attention"),
-                       corrections_this_period=int(corrections_sent), period=period, at=now)
+    """`bridge/fleet` and `meter-bridge status`: the devices in service (fleet_summary) and the current
+    period's meters (period_progress): the same numbers as the metrics and the fleet page."""
+    summary = fleet_summary(conn, now, fleet)
+    progress = period_progress(conn, now, window)
+    return FleetCounts(devices=summary.devices, online=summary.online, offline=summary.not_online,
+                       stale=summary.stale, suspect_last_day=summary.suspect_last_day,
+                       errors_last_day=summary.error_last_day, submitted_this_period=progress.accepted,
+                       needs_attention=progress.by_state.get("needs_attention", 0),
+                       corrections_this_period=progress.corrections_accepted, period=progress.period, at=now)
 
 
 def _without_clock(payload: bytes) -> bytes:
@@ -178,10 +169,8 @@ class FleetPublisher:
                 if sweeping:
                     ids |= set(conn.execute(select(devices.c.device_id)
                                             .where(devices.c.retired_at.is_(None))).scalars())
-                for device_id in sorted(ids):
-                    state = device_state(conn, device_id, now, self.fleet)
-                    if state is not None:
-                        sent += self._send(topics.device_state(device_id), state.to_json_bytes())
+                for state in device_states(conn, ids, now, self.fleet):
+                    sent += self._send(topics.device_state(state.device_id), state.to_json_bytes())
                 if self._fleet_dirty or sweeping:
                     sent += self._send(topics.BRIDGE_FLEET, fleet_counts(conn, now, self.fleet, self.window)
                                        .to_json_bytes(), dedupe=False)

@@ -21,7 +21,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from datetime import timedelta
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -29,10 +28,10 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, and_, func, select, text
+from sqlalchemy import Engine, func, select, text
 
 from cloud_bridge.config import BridgeConfig
-from cloud_bridge.device_health import device_health, period_progress
+from cloud_bridge.device_health import fleet_summary, period_progress
 from cloud_bridge.store.engine import read_only
 from cloud_bridge.store.tables import counters, readings, refusals, settlements, utcnow
 
@@ -78,7 +77,7 @@ class StoreCollector(Collector):
         out: list[Metric] = []
         with read_only(self.engine) as conn:
             # retired devices (`devices retire`) are history: not counted as unbound, stale or offline
-            health = [h for h in device_health(conn, now, self.cfg.fleet) if h.retired_at is None]
+            fleet = fleet_summary(conn, now, self.cfg.fleet)
             progress = period_progress(conn, now, self.cfg.window)
             totals: dict[str, int] = dict(conn.execute(select(counters.c.name, func.sum(counters.c.value))
                                        .group_by(counters.c.name)).all())
@@ -91,48 +90,39 @@ class StoreCollector(Collector):
             newest = conn.execute(select(func.max(readings.c.stored_at))).scalar()
             recent = conn.execute(select(readings.c.stored_at, readings.c.taken_at)
                                   .order_by(readings.c.id.desc()).limit(DELAY_SAMPLE)).all()
-            day_ago = now - timedelta(days=1)
-            with_status_last_day: dict[str, int] = dict(conn.execute(
-                select(readings.c.status, func.count(func.distinct(readings.c.device_id)))
-                .where(and_(readings.c.taken_at >= day_ago, readings.c.status != "ok"))
-                .group_by(readings.c.status)).all())
             conn.rollback()
 
-        n = len(health)
-        out.append(_gauge("devices", "Registered devices.", n))
-        out.append(_gauge("devices_online", "Devices whose retained status is online.",
-                          sum(1 for h in health if h.online is True)))
+        out.append(_gauge("devices", "Registered devices.", fleet.devices))
+        out.append(_gauge("devices_online", "Devices whose retained status is online.", fleet.online))
         out.append(_gauge("devices_offline", "Devices whose retained status is offline (last will or clean stop).",
-                          sum(1 for h in health if h.online is False)))
+                          fleet.offline))
         out.append(_gauge("devices_stale", "Devices with no reading taken for fleet.stale_factor x "
-                          "fleet.device_interval_s.", sum(1 for h in health if h.stale)))
+                          "fleet.device_interval_s.", fleet.stale))
         out.append(_gauge("devices_unbound", "Devices without a binding in force (their readings are refused).",
-                          sum(1 for h in health if h.meter_serial is None)))
+                          fleet.unbound))
         last = _gauge("devices_last_reading", "Devices by the status of their newest reading.", labels=["status"])
-        for status in READING_STATUSES:
-            last.add_metric([status], sum(1 for h in health if h.last_status == status))
+        for status, n in (("ok", fleet.last_ok), ("suspect", fleet.last_suspect), ("error", fleet.last_error)):
+            last.add_metric([status], n)
         out.append(last)
         out.append(_gauge("devices_not_ok_3_in_row", "Devices whose 3 or more newest readings are not ok.",
-                          sum(1 for h in health if h.not_ok_in_row >= 3)))
+                          fleet.not_ok_3_in_row))
         out.append(_gauge("devices_suspect_last_day", "Devices with a suspect reading taken in the last 24 h.",
-                          with_status_last_day.get("suspect", 0)))
+                          fleet.suspect_last_day))
         out.append(_gauge("devices_error_last_day", "Devices with an error reading (nothing read) in the last 24 h.",
-                          with_status_last_day.get("error", 0)))
+                          fleet.error_last_day))
 
-        tel = [h for h in health if h.telemetry_at is not None]
-        out.append(_gauge("devices_reporting_telemetry", "Devices the bridge has telemetry from.", len(tel)))
+        out.append(_gauge("devices_reporting_telemetry", "Devices the bridge has telemetry from.",
+                          fleet.reporting_telemetry))
         out.append(_gauge("outbox_readings", "Readings waiting in the devices' outboxes (sum of their telemetry).",
-                          sum(h.outbox_depth or 0 for h in tel)))
-        out.append(_gauge("outbox_readings_max", "The deepest single device outbox.",
-                          max((h.outbox_depth or 0 for h in tel), default=0)))
+                          fleet.outbox_readings))
+        out.append(_gauge("outbox_readings_max", "The deepest single device outbox.", fleet.outbox_readings_max))
         out.append(_gauge("devices_disk_full", "Devices reporting a full disk (their outbox cannot grow).",
-                          sum(1 for h in tel if h.disk_full)))
-        temps = [h.cpu_temp_c for h in tel if h.cpu_temp_c is not None]
-        if temps:
-            out.append(_gauge("devices_cpu_temperature_max_celsius", "Hottest CPU in the fleet.", max(temps)))
-        disks = [h.free_disk_bytes for h in tel if h.free_disk_bytes is not None]
-        if disks:
-            out.append(_gauge("devices_free_disk_min_bytes", "Least free disk on any device.", min(disks)))
+                          fleet.disk_full))
+        if fleet.cpu_temp_max_c is not None:
+            out.append(_gauge("devices_cpu_temperature_max_celsius", "Hottest CPU in the fleet.", fleet.cpu_temp_max_c))
+        if fleet.free_disk_min_bytes is not None:
+            out.append(_gauge("devices_free_disk_min_bytes", "Least free disk on any device.",
+                              fleet.free_disk_min_bytes))
 
         out.append(_counter("readings_received", "Messages received on reading topics (all workers).",
                             totals.get("received", 0)))
@@ -150,7 +140,7 @@ class StoreCollector(Collector):
             settled.add_metric([state], by_settlement.get(state, 0))
         out.append(settled)
         out.append(_gauge("devices_last_reading_outlier", "Devices whose newest reading settlement ruled out.",
-                          sum(1 for h in health if h.last_settlement == "outlier")))
+                          fleet.last_outlier))
         refused = CounterMetricFamily(PREFIX + "readings_refused", "Messages refused, by reason.", labels=["reason"])
         for reason, count in sorted(by_reason.items()):
             refused.add_metric([str(reason)[:32]], count)

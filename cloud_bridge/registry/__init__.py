@@ -18,11 +18,11 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import Connection, and_, func, select
+from sqlalchemy import Connection, and_, select
 from sqlalchemy.exc import IntegrityError
 
 from cloud_bridge.accounts.roles import AccountError, check_account_name
-from cloud_bridge.store.tables import bindings, device_status, devices, meters, payers, readings, utcnow
+from cloud_bridge.store.tables import bindings, devices, meters, payers, utcnow
 from contract import topics
 from contract.payloads import format_utc, mask_payer
 
@@ -368,27 +368,7 @@ def list_photo_meters(conn: Connection) -> list[Binding]:
     return [Binding(*r) for r in rows]
 
 
-@dataclass(frozen=True)
-class DeviceRow:
-    device_id: str
-    created_at: datetime
-    note: str | None
-    binding: Binding | None
-    online: bool | None
-    readings: int
-    last_taken_at: datetime | None
-
-
-def list_devices(conn: Connection) -> list[DeviceRow]:
-    counts = (select(readings.c.device_id, func.count().label("n"), func.max(readings.c.taken_at).label("last"))
-              .group_by(readings.c.device_id).subquery())
-    rows = conn.execute(
-        select(devices.c.device_id, devices.c.created_at, devices.c.note, device_status.c.online,
-               counts.c.n, counts.c.last)
-        .outerjoin(device_status, device_status.c.device_id == devices.c.device_id)
-        .outerjoin(counts, counts.c.device_id == devices.c.device_id)
-        .order_by(devices.c.device_id)).all()
-    open_bindings = {b.device_id: b for b in (Binding(*r) for r in conn.execute(
-        _binding_query().where(bindings.c.valid_to.is_(None))).all())}
-    return [DeviceRow(r.device_id, r.created_at, r.note, open_bindings.get(r.device_id), r.online,
-                      int(r.n or 0), r.last) for r in rows]
+def open_bindings(conn: Connection) -> dict[str, Binding]:
+    """Every device's binding in force, by device id (with the payer's address, for `devices list`)."""
+    found = (Binding(*r) for r in conn.execute(_binding_query().where(bindings.c.valid_to.is_(None))).all())
+    return {b.device_id: b for b in found if b.device_id is not None}

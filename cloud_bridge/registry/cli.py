@@ -23,7 +23,7 @@ from cloud_bridge.registry import (
     binding_history,
     check_device_id,
     device_exists,
-    list_devices,
+    open_bindings,
 )
 from cloud_bridge.store.engine import read_only
 from contract.payloads import format_utc, mask_payer
@@ -118,16 +118,17 @@ def list_cmd(ctx: click.Context, as_json: bool, show_payer: bool) -> None:
     engine = open_engine(ctx)
     try:
         with read_only(engine) as conn:
-            rows = list_devices(conn)
-            health = {h.device_id: h for h in device_health(conn, utcnow(), cfg.fleet)}
+            rows = device_health(conn, utcnow(), cfg.fleet)
+            bound = open_bindings(conn)
     finally:
         engine.dispose()
     if as_json:
         listed = []
-        for r in rows:
-            item = health[r.device_id].as_json(show_payer=show_payer)
-            item["binding"] = r.binding.as_json(show_payer=show_payer) if r.binding else None
-            item["last_taken_at"] = _iso(r.last_taken_at)
+        for h in rows:
+            item = h.as_json(show_payer=show_payer)
+            b = bound.get(h.device_id)
+            item["binding"] = b.as_json(show_payer=show_payer) if b else None
+            item["last_taken_at"] = _iso(h.last_taken_at)
             listed.append(item)
         _print_json({"devices": listed})
         return
@@ -138,9 +139,9 @@ def list_cmd(ctx: click.Context, as_json: bool, show_payer: bool) -> None:
         if col:
             table.add_column(col, no_wrap=col in ("device", "meter", "payer", "last value"),
                              overflow="fold")
-    for r in rows:
-        b, h = r.binding, health[r.device_id]
-        cells = [r.device_id, f"{b.meter_serial} ({b.kind})" if b else "[dim]unbound[/dim]",
+    for h in rows:
+        b = bound.get(h.device_id)
+        cells = [h.device_id, f"{b.meter_serial} ({b.kind})" if b else "[dim]unbound[/dim]",
                  (b.payer_code if show_payer else mask_payer(b.payer_code)) if b else ""]
         if show_payer:
             cells.append(b.address if b else "")

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, select
 
-from cloud_bridge.store.tables import bindings, device_status, points_ledger, readings, submissions
+from cloud_bridge.device_health import device_health
+from cloud_bridge.store.tables import bindings, points_ledger, submissions
 from cloud_bridge.web.portal import payer_view
 from contract.payloads import format_utc
 
@@ -63,18 +64,12 @@ def payer_events(conn: Connection, config: BridgeConfig, payer_code: str, now: d
         out.append(Event(f"points:{p.id}", "points", p.updated_at, payer_code, period=p.period, points=p.points))
     # Devices in force for this payer not heard from for a day: offline (retained status) since then, or,
     # with no status, no reading since then.
-    last = (select(readings.c.device_id, func.max(readings.c.taken_at).label("last"))
-            .group_by(readings.c.device_id).subquery())
-    for d in conn.execute(
-            select(bindings.c.device_id, bindings.c.meter_serial, bindings.c.valid_from, device_status.c.online,
-                   device_status.c.changed_at, last.c.last)
-            .outerjoin(device_status, device_status.c.device_id == bindings.c.device_id)
-            .outerjoin(last, last.c.device_id == bindings.c.device_id)
-            .where(bindings.c.payer_code == payer_code, bindings.c.valid_to.is_(None),
-                   bindings.c.device_id.is_not(None))):  # a meter read from photos has no device to go offline
+    mine = conn.execute(select(bindings.c.device_id).where(  # a meter read from photos has no device to go offline
+        bindings.c.payer_code == payer_code, bindings.c.valid_to.is_(None), bindings.c.device_id.is_not(None)))
+    for d in device_health(conn, now, config.fleet, mine.scalars()):
         if d.online is True:
             continue
-        heard = max(t for t in (d.last, d.valid_from, d.changed_at) if t is not None)
+        heard = max(t for t in (d.last_taken_at, d.bound_since, d.online_changed_at) if t is not None)
         if now - heard >= OFFLINE_AFTER:
             out.append(Event(f"offline:{d.device_id}:{format_utc(heard)}", "offline", heard + OFFLINE_AFTER,
                              payer_code, d.meter_serial, device_id=d.device_id, data={"since": format_utc(heard)}))

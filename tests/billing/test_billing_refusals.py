@@ -16,10 +16,10 @@ from billing_helpers import Fleet, correct, make_config, run_pass
 from click.testing import CliRunner
 
 from cloud_bridge.cli import main
+from cloud_bridge.fleet import device_states
 from cloud_bridge.residents import ResidentError
 from cloud_bridge.sandbox import SandboxServer, load_accounts
 from cloud_bridge.submission.periods import parse_instant
-from cloud_bridge.submission.state import loyalty_state_for, submission_state_for
 
 A, B, C = "0000000001", "0000000002", "0000000003"
 AT = parse_instant("2026-10-20T09:00:00Z")
@@ -95,14 +95,16 @@ def test_never_accepted_and_why(tmp_path: Path, db_url: str, engine_for: Any, bi
     table = CliRunner().invoke(main, ["--config", str(cfg), "history", "--payer", A])
     assert table.exit_code == 0 and "decreasing_value" in table.output and "needs_attention" in table.output
 
-    with engine.begin() as conn:
-        view = submission_state_for(conn, "dev-a2")
-        assert view is not None and (view.state, view.reason) == ("refused", "decreasing_value")
-        a1 = submission_state_for(conn, "dev-a1")
-        assert a1 is not None and a1.state == "needs_attention"
-        loyalty = loyalty_state_for(conn, "dev-b")
-        assert loyalty is not None and (loyalty.period, loyalty.points, loyalty.state) == ("2026-10", 10, "credited")
-        assert submission_state_for(conn, "no-such-device") is None
+    with engine.begin() as conn:  # what the device state topic shows operators
+        states = {d.device_id: d for d in device_states(conn, ["dev-a1", "dev-a2", "dev-b", "no-such-device"],
+                                                          AT, config.fleet)}
+    assert set(states) == {"dev-a1", "dev-a2", "dev-b"}
+    view = states["dev-a2"].submission
+    assert view is not None and (view.state, view.reason) == ("refused", "decreasing_value")
+    a1 = states["dev-a1"].submission
+    assert a1 is not None and a1.state == "needs_attention"
+    loyalty = states["dev-b"].loyalty
+    assert loyalty is not None and (loyalty.period, loyalty.points, loyalty.state) == ("2026-10", 10, "credited")
 
 
 def test_corrections(db_url: str, engine_for: Any, billing: SandboxServer) -> None:

@@ -16,11 +16,11 @@ from billing_helpers import Fleet, correct, make_config, run_pass
 from click.testing import CliRunner
 
 from cloud_bridge.cli import main
+from cloud_bridge.fleet import device_state
 from cloud_bridge.residents import payer_history
 from cloud_bridge.sandbox import SandboxServer
 from cloud_bridge.store.tables import settlements
 from cloud_bridge.submission.periods import parse_instant
-from cloud_bridge.submission.state import submission_state_for
 
 PAYER = "0000000042"
 T0 = datetime(2026, 8, 1, tzinfo=UTC)
@@ -129,8 +129,9 @@ def test_nothing_settled_waits_with_the_reason_then_bills(db_url: str, engine_fo
     assert m.state == "needs_attention" and m.reason is not None
     assert m.reason.startswith("nothing_settled") and "pending (waiting for later readings to agree)" in m.reason
     with engine.begin() as conn:
-        view = submission_state_for(conn, "dev-1")  # what the device state topic shows operators
+        state = device_state(conn, "dev-1", at, config.fleet)  # what the device state topic shows operators
         hist = payer_history(conn, PAYER)
+    view = state.submission if state is not None else None
     assert view is not None and view.state == "needs_attention" and "pending" in (view.reason or "")
     assert hist["submissions"][0]["reason"] == m.reason  # ... and the resident's history
     assert _billed(sandbox) == []

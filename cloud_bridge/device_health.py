@@ -136,24 +136,24 @@ def device_rows(now: datetime, fleet: FleetSection, device_ids: Iterable[str] | 
     per_device = (select(readings.c.device_id, func.count().label("n"),
                          func.max(readings.c.taken_at).label("last_at"), newest("ok").label("ok_at"),
                          newest("suspect").label("suspect_at"), newest("error").label("error_at"))
-                  .where(only(readings.c.device_id)).group_by(readings.c.device_id).subquery("per_device"))
+                  .where(only(readings.c.device_id)).group_by(readings.c.device_id).cte("per_device"))
     # Readings are ordered by (taken_at, id): of two taken at the same instant (a new epoch re-sending,
-    # a burst within a second) the one stored later counts as the newer.
-    last_id = (select(readings.c.device_id, func.max(readings.c.id).label("id"))
-               .join(per_device, and_(per_device.c.device_id == readings.c.device_id,
-                                      readings.c.taken_at == per_device.c.last_at))
-               .group_by(readings.c.device_id).subquery("last_id"))
-    ok_id = (select(readings.c.device_id, func.max(readings.c.id).label("id"))
-             .join(per_device, and_(per_device.c.device_id == readings.c.device_id,
-                                    readings.c.taken_at == per_device.c.ok_at))
-             .where(readings.c.status == "ok").group_by(readings.c.device_id).subquery("ok_id"))
-    not_ok = (select(readings.c.device_id, func.count().label("n"))
-              .join(per_device, per_device.c.device_id == readings.c.device_id)
-              .outerjoin(ok_id, ok_id.c.device_id == readings.c.device_id)
-              .where(and_(readings.c.status != "ok",
-                          or_(per_device.c.ok_at.is_(None), readings.c.taken_at > per_device.c.ok_at,
-                              and_(readings.c.taken_at == per_device.c.ok_at, readings.c.id > ok_id.c.id))))
-              .group_by(readings.c.device_id).subquery("not_ok"))
+    # a burst within a second) the one stored later counts as the newer. Per device, each of these is an
+    # index lookup from the row above, not another pass over every reading.
+    r = readings.alias("r")
+    at_newest = (select(func.max(r.c.id)).where(and_(r.c.device_id == per_device.c.device_id,
+                                                     r.c.taken_at == per_device.c.last_at)).scalar_subquery())
+    at_newest_ok = (select(func.max(r.c.id)).where(and_(r.c.device_id == per_device.c.device_id,
+                                                        r.c.taken_at == per_device.c.ok_at, r.c.status == "ok"))
+                    .scalar_subquery())
+    newest_ids = select(per_device.c.device_id, at_newest.label("last_id"), at_newest_ok.label("ok_id")) \
+        .cte("newest_ids")
+    # Not ok since the newest ok one: the readings from that one on (a range of the index). A device with
+    # no ok reading at all has every one of its readings not ok.
+    since_ok = (select(func.count()).where(and_(
+        r.c.device_id == per_device.c.device_id, r.c.taken_at >= per_device.c.ok_at, r.c.status != "ok",
+        or_(r.c.taken_at > per_device.c.ok_at, r.c.id > newest_ids.c.ok_id))).scalar_subquery())
+    not_ok_n = case((per_device.c.ok_at.is_(None), per_device.c.n), else_=since_ok)
     open_binding = (select(bindings.c.device_id, bindings.c.meter_serial, bindings.c.payer_code,
                            bindings.c.valid_from, meters.c.kind)
                     .join(meters, meters.c.serial == bindings.c.meter_serial)
@@ -172,7 +172,8 @@ def device_rows(now: datetime, fleet: FleetSection, device_ids: Iterable[str] | 
                    device_status.c.online, device_status.c.changed_at.label("online_changed_at"),
                    func.coalesce(per_device.c.n, literal(0)).label("n"), last.c.seq.label("last_seq"),
                    last.c.taken_at, last.c.stored_at, last.c.value, last.c.status, last.c.reason,
-                   last.c.model.label("reading_model"), func.coalesce(not_ok.c.n, literal(0)).label("not_ok_n"),
+                   last.c.model.label("reading_model"),
+                   func.coalesce(not_ok_n, literal(0)).label("not_ok_n"),
                    settlements.c.state.label("settlement"), settlements.c.reason.label("settlement_reason"),
                    open_binding.c.meter_serial, open_binding.c.kind, open_binding.c.payer_code,
                    open_binding.c.valid_from, tel.c.at.label("telemetry_at"), tel.c.outbox_depth, tel.c.last_error,
@@ -183,10 +184,9 @@ def device_rows(now: datetime, fleet: FleetSection, device_ids: Iterable[str] | 
             .select_from(devices)
             .outerjoin(device_status, device_status.c.device_id == devices.c.device_id)
             .outerjoin(per_device, per_device.c.device_id == devices.c.device_id)
-            .outerjoin(last_id, last_id.c.device_id == devices.c.device_id)
-            .outerjoin(last, last.c.id == last_id.c.id)
+            .outerjoin(newest_ids, newest_ids.c.device_id == devices.c.device_id)
+            .outerjoin(last, last.c.id == newest_ids.c.last_id)
             .outerjoin(settlements, settlements.c.reading_id == last.c.id)
-            .outerjoin(not_ok, not_ok.c.device_id == devices.c.device_id)
             .outerjoin(open_binding, open_binding.c.device_id == devices.c.device_id)
             .outerjoin(tel, tel.c.device_id == devices.c.device_id)
             .where(only(devices.c.device_id))

@@ -20,10 +20,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from cloud_bridge.accounts.dynsec import DynSecAdmin
+from cloud_bridge.accounts import add_account, add_device_account
+from cloud_bridge.accounts.dynsec import DynSecAdmin, import_password_file, initial_config, new_password
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +119,6 @@ def init_dynsec(dynsec_file: Path, admin_password_file: Path, *, admin_user: str
     """Write the plugin's first file (the admin account, and the accounts of an old Mosquitto password
     file when given) and the admin password, both mode 600. Refuses to overwrite an existing plugin
     file: it holds every account. Returns what the import skipped and why."""
-    from cloud_bridge.accounts.dynsec import import_password_file, initial_config, new_password
-
     if dynsec_file.exists():
         raise BrokerError(f"{dynsec_file} exists already: it holds the broker's accounts; remove it yourself if "
                           "you really mean to start over")
@@ -184,8 +181,6 @@ class MosquittoBroker:
 
     def admin(self) -> DynSecAdmin:
         """A connection as the admin account (use it as a context manager)."""
-        from cloud_bridge.accounts.dynsec import DynSecAdmin
-
         if not self.auth:
             raise BrokerError("this broker has no accounts (auth=False)")
         password = self.admin_password_file.read_text(encoding="utf-8").strip()
@@ -193,8 +188,6 @@ class MosquittoBroker:
 
     def add_account(self, name: str, role: str, password: str | None = None) -> str:
         """Create an account of `role` (bridge, operator, homeassistant, or `device`); its password."""
-        from cloud_bridge.accounts import add_account, add_device_account
-
         with self.admin() as admin:
             made = add_device_account(admin, name) if role == "device" else add_account(admin, name, role)  # type: ignore[arg-type]
             if password is not None:

@@ -21,6 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import Engine, select
 
 from cloud_bridge.config import BridgeConfig
+from cloud_bridge.corrections import check_correction, meter_of_device
 from cloud_bridge.store.tables import command_log, devices, utcnow
 from contract import topics
 from contract.payloads import VALUE_PATTERN, CommandResult, SetValueCommand, format_utc
@@ -68,8 +69,6 @@ def check_set_value(conn: Any, cfg: BridgeConfig, device_id: str, value: str, at
     time (`cloud_bridge.corrections.check_correction`: not below the readings before it, not above those
     after, no faster rise than the meter can do, not below what billing holds). With nothing around to
     check against, it is sent only with `confirm`."""
-    from cloud_bridge.corrections import check_correction, meter_of_device
-
     if not _VALUE_RE.match(value):
         return f"value {value!r} is not a decimal string like 00123.456"
     if at is not None and not (EARLIEST <= at <= now + timedelta(days=1)):

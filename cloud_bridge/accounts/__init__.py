@@ -8,12 +8,14 @@ calls. Device accounts go through `device_accounts(cfg)`, which picks the broker
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cloud_bridge.accounts.dynsec import DynSecAdmin, DynSecError, new_password
 from cloud_bridge.accounts.roles import (
+    ADMIN_ROLE,
     DEVICE_ROLE_PREFIX,
     ROLE_ACLS,
     ROLES,
@@ -23,6 +25,8 @@ from cloud_bridge.accounts.roles import (
     client_id_for,
     device_acls,
 )
+from contract import topics
+from contract.settings import read_secret
 
 if TYPE_CHECKING:
     from cloud_bridge.config import BridgeConfig
@@ -54,8 +58,6 @@ class Account:
 
 
 def _admin_password(cfg: BridgeConfig) -> str:
-    from contract.settings import read_secret
-
     if cfg.broker.admin_password_file is None:
         raise AccountError("broker.admin_password_file is not set: accounts are managed on the broker through its "
                            "admin account; set it to the file `meter-bridge broker init` wrote (docs/operate-fleet.md)")
@@ -178,11 +180,6 @@ def retire_device_on_broker(admin: DynSecAdmin, device_id: str) -> list[str]:
     """Revoke the device's account (the broker disconnects it at once) and clear its retained topics:
     status, telemetry, state and every Home Assistant discovery config under its node id, so HA removes
     its entities. Returns the topics cleared."""
-    import time
-
-    from cloud_bridge.accounts.roles import ADMIN_ROLE
-    from contract import topics
-
     admin.ensure_role(ADMIN_ROLE, ROLE_ACLS[ADMIN_ROLE])  # a broker set up by an older version gains new rights
     remove_account(admin, device_id)
     time.sleep(0.3)  # the kicked device's last will (`offline`, retained) lands before we clear it

@@ -28,7 +28,17 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cloud_bridge.accounts.roles import ADMIN_ROLE, DEFAULT_ACL_ACCESS, ROLE_ACLS, AccountError, Acl
+from cloud_bridge.accounts.roles import (
+    ADMIN_ROLE,
+    DEFAULT_ACL_ACCESS,
+    DEVICE_ROLE_PREFIX,
+    ROLE_ACLS,
+    AccountError,
+    Acl,
+    check_account_name,
+    client_id_for,
+    device_acls,
+)
 
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 RESPONSE_TOPIC = f"{CONTROL_TOPIC}/response"
@@ -71,8 +81,6 @@ def import_password_file(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     its `$7$` PBKDF2-SHA512 hashes are the plugin's own format, so every device keeps its password.
     `bridge` and `operator` get those roles, every other valid name is a device. Returns (accounts,
     what was skipped and why)."""
-    from cloud_bridge.accounts.roles import DEVICE_ROLE_PREFIX, check_account_name, client_id_for, device_acls
-
     out: list[dict[str, Any]] = []
     skipped: list[str] = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):

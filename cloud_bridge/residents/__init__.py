@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, select
 
+from cloud_bridge.corrections import Verdict, check_correction
 from cloud_bridge.delivery import Clock, Sleep
-from cloud_bridge.settlement import settlement_of
+from cloud_bridge.settlement import settle_meter, settlement_of
 from cloud_bridge.settlement.settings import SettlementSection
 from cloud_bridge.store.tables import (
     bindings,
@@ -30,6 +31,7 @@ from cloud_bridge.store.tables import (
     points_ledger,
     readings,
     submissions,
+    utcnow,
 )
 from cloud_bridge.submission.passes import MeterOutcome, run_submission_pass, submission_key, window_rule
 from cloud_bridge.submission.periods import Period
@@ -37,7 +39,6 @@ from contract.payloads import VALUE_PATTERN, format_utc
 
 if TYPE_CHECKING:
     from cloud_bridge.config import BridgeConfig
-    from cloud_bridge.corrections import Verdict
     from cloud_bridge.gateways.base import Gateways
 
 CORRECTED_BY = ("resident", "installer", "operator")
@@ -70,9 +71,6 @@ def payer_history(conn: Connection, payer_code: str, *, timezone: str = "Europe/
         .where(bindings.c.payer_code == payer_code).order_by(bindings.c.valid_from)).all()
     by_binding = {b.id: b for b in binds}
     if settle_first:
-        from cloud_bridge.settlement import settle_meter
-        from cloud_bridge.store.tables import utcnow
-
         limits = settle_first if isinstance(settle_first, SettlementSection) else SettlementSection()
         for serial in sorted({b.meter_serial for b in binds}):
             settle_meter(conn, serial, limits, utcnow(), since=utcnow() - timedelta(days=limits.lookback_days))
@@ -173,9 +171,6 @@ def correct_reading(
     A refused correction (outside what the meter's readings around it allow, or below what billing
     holds) or one held for review is recorded but never used for billing; `message` says why and which
     range is plausible. `confirm` (operators and installers only) accepts a value held for review."""
-    from cloud_bridge.corrections import Verdict, check_correction
-    from cloud_bridge.settlement import settle_meter
-
     if not re.match(VALUE_PATTERN, value):
         raise ResidentError(f"value {value!r} is not a meter value: digits with an optional decimal part, "
                             "e.g. 00123.456")

@@ -3,7 +3,7 @@ correct a reading; operators see the fleet. Starlette + Jinja2, every asset in t
 
 How to add pages (e.g. the operators' fleet page):
 1. Put the routes in a module of this package with a module-level `routes: list[BaseRoute]`
-   (see `operator.py`); list the module in `app.PAGE_MODULES` if it is a new one. The factory
+   (see `operator.py`); add the module to `app.PAGE_MODULES` if it is a new one. The factory
    `app.create_app(engine, config)` mounts them all; `/static` serves `static/`.
 2. Start every handler with `user = require_user(request, role="operator")` (or "resident"): nobody
    signed in gets the sign-in page, the other role gets the same 404 as a missing page.

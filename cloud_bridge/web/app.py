@@ -3,10 +3,10 @@ routes of every module in PAGE_MODULES."""
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cloud_bridge.web import auth, health, operator, ops_photos, photo, resident
 from cloud_bridge.web.pages import (
     PACKAGE_DIR,
     NotFound,
@@ -41,14 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Each module has `routes: list[BaseRoute]`; order matters only where paths overlap.
-PAGE_MODULES = (
-    "cloud_bridge.web.auth",
-    "cloud_bridge.web.resident",
-    "cloud_bridge.web.photo",
-    "cloud_bridge.web.operator",
-    "cloud_bridge.web.ops_photos",
-    "cloud_bridge.web.health",
-)
+PAGE_MODULES: tuple[ModuleType, ...] = (auth, resident, photo, operator, ops_photos, health)
 SESSION_COOKIE = "meter_session"
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
@@ -107,16 +101,16 @@ def _refusal(scope: Scope, why: str) -> ASGIApp:
     return app
 
 
-def collect_routes(modules: tuple[str, ...] = PAGE_MODULES) -> list[BaseRoute]:
+def collect_routes(modules: tuple[ModuleType, ...] = PAGE_MODULES) -> list[BaseRoute]:
     routes: list[BaseRoute] = []
-    for name in modules:
-        routes.extend(importlib.import_module(name).routes)
+    for module in modules:
+        routes.extend(module.routes)
     routes.append(Mount("/static", StaticFiles(directory=PACKAGE_DIR / "static"), name="static"))
     return routes
 
 
 def create_app(engine: Engine, config: BridgeConfig, *, clock: Callable[[], datetime] | None = None,
-               modules: tuple[str, ...] = PAGE_MODULES) -> Starlette:
+               modules: tuple[ModuleType, ...] = PAGE_MODULES) -> Starlette:
     """The portal for residents and operators on `engine`. Secrets come from the files named in
     config.web (created 0600 when missing); a secret file others can read stops the start."""
     cfg = config.web

@@ -84,14 +84,16 @@ class TimedJob:
         return PeriodicTask(self.job.name, self.every_s, self.job.tick)
 
 
-def timed_jobs(engine: Engine, config: BridgeConfig, gateways: Gateways) -> list[TimedJob]:
+def timed_jobs(engine: Engine, config: BridgeConfig, gateways: Gateways,
+               on_failure: Callable[[str], None] | None = None) -> list[TimedJob]:
     """What the bridge does on its timers: a submission pass (billing, then loyalty credits) and the
-    settlement of meters that got new readings. Each in a thread of its own, so ingest never waits."""
+    settlement of meters that got new readings. Each in a thread of its own, so ingest never waits;
+    `on_failure(name)` hears of a run that raised."""
     return [
-        TimedJob(BackgroundJob("submission", partial(logged_pass, engine, config, gateways)),
+        TimedJob(BackgroundJob("submission", partial(logged_pass, engine, config, gateways), on_failure=on_failure),
                  config.submission.pass_every_s),
-        TimedJob(BackgroundJob("settlement", partial(settle_dirty, engine, config.settlement)),
-                 config.settlement.every_s),
+        TimedJob(BackgroundJob("settlement", partial(settle_dirty, engine, config.settlement),
+                               on_failure=on_failure), config.settlement.every_s),
     ]
 
 
@@ -114,26 +116,31 @@ class BridgeWorker:
     metrics_url: str | None
 
 
-def _metrics_server(config: BridgeConfig, engine: Engine, source: MessageSource, index: int,
-                    worker: str) -> tuple[IngestMetrics, MetricsServer | None]:
-    """This worker's metrics, served on metrics.port + index (0: not served). Worker 0 also exports the
-    fleet-wide metrics computed from the store. A port in use is reported and ingest goes on without
-    a listener: metrics must never stop ingest."""
+def _metrics(config: BridgeConfig, engine: Engine, source: MessageSource, index: int,
+             worker: str) -> tuple[IngestMetrics, CollectorRegistry]:
+    """This worker's metrics; worker 0 also exports the fleet-wide metrics computed from the store."""
     registry = CollectorRegistry()
     metrics = IngestMetrics(registry, worker)
     metrics.follow_source(registry, lambda: source.connected, lambda: source.connects)
     if index == 0:
         registry.register(StoreCollector(engine, config))
+    return metrics, registry
+
+
+def _metrics_server(config: BridgeConfig, engine: Engine, source: MessageSource, index: int, worker: str,
+                    registry: CollectorRegistry) -> MetricsServer | None:
+    """/metrics and /healthz on metrics.port + index (0: not served). A port in use is reported and ingest
+    goes on without a listener: metrics must never stop ingest."""
     if not config.metrics.port:
-        return metrics, None
+        return None
     port = config.metrics.port + index
     try:
         server = MetricsServer(config.metrics.host, port, registry, lambda: health(engine, lambda: source.connected))
     except OSError as exc:
         log.error("no /metrics for %s: cannot listen on %s:%d (%s); set metrics.port (BRIDGE_METRICS__PORT), "
                   "0 turns the listener off", worker, config.metrics.host, port, exc.strerror or exc)
-        return metrics, None
-    return metrics, server.start()
+        return None
+    return server.start()
 
 
 @contextmanager
@@ -153,12 +160,15 @@ def bridge_worker(config: BridgeConfig, *, index: int = 0, name: str | None = No
         stack.callback(src.stop)
         fleet = FleetPublisher(engine, lambda t, p, q, r: src.publish(t, p, qos=q, retain=r), config.fleet,
                                config.window, sweep=index == 0)
+        metrics, registry = _metrics(config, engine, src, index, name)
         jobs: list[TimedJob] = []
         if index == 0:
             gateways = stack.enter_context(http_gateways(config))
-            jobs = timed_jobs(engine, config, gateways)
+            jobs = timed_jobs(engine, config, gateways, lambda job: metrics.task_failures.labels(job).inc())
+            for t in jobs:
+                metrics.task_failures.labels(t.job.name)  # exported as 0 from the start
             stack.callback(_stop_jobs, jobs)
-        metrics, server = _metrics_server(config, engine, src, index, name)
+        server = _metrics_server(config, engine, src, index, name, registry)
         if server is not None:
             stack.callback(server.stop)
         ingest = IngestWorker(engine, src, config, shard=name, fleet=fleet, tasks=[j.task() for j in jobs],

@@ -32,9 +32,11 @@ class BackgroundJob:
     run is still going is skipped. A run that raises is logged and counted; the next tick tries again
     (every job here is safe to repeat: the outboxes and settlement keep their state in the store)."""
 
-    def __init__(self, name: str, work: Callable[[datetime], object]) -> None:
+    def __init__(self, name: str, work: Callable[[datetime], object], *,
+                 on_failure: Callable[[str], None] | None = None) -> None:
         self.name = name
         self.work = work
+        self.on_failure = on_failure  # e.g. count it in meterfleet_periodic_task_failures_total
         self._thread: threading.Thread | None = None
         self.runs = 0
         self.failures = 0
@@ -69,6 +71,8 @@ class BackgroundJob:
             self.failures += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.exception("%s failed; it runs again on the next tick", self.name)
+            if self.on_failure is not None:
+                self.on_failure(self.name)
             return
         self.runs += 1
         self.last_error = None

@@ -4,6 +4,7 @@ closed again on every way out."""
 from __future__ import annotations
 
 import socket
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,10 @@ from cloud_bridge.service import SOURCES, bridge_worker
 from cloud_bridge.store.engine import StoreError
 
 pytestmark = [pytest.mark.mosquitto]
+
+
+def _boom(now: datetime) -> None:
+    raise RuntimeError("settlement broke")
 
 
 def _free_port() -> int:
@@ -32,6 +37,14 @@ def test_worker_zero_is_built_whole_and_closed_on_an_error(engine: Engine, db_ur
         assert [j.job.name for j in w.jobs] == ["submission", "settlement"]
         assert [t.name for t in w.ingest.tasks] == ["submission", "settlement"]
         gateways = w.jobs[0].job.work.args[2]  # type: ignore[attr-defined]  # partial(logged_pass, e, c, gw)
+        # a job that raises is counted in this worker's metrics (the ingest loop never sees it: own thread)
+        w.jobs[1].job.work = _boom
+        assert w.jobs[1].job.start(datetime.now(UTC)) and w.jobs[1].job.join(10)
+        assert w.ingest.metrics is not None
+        failures = {s.labels["task"]: s.value for m in w.ingest.metrics.task_failures.collect() for s in m.samples
+                    if s.name.endswith("_total")}
+        assert failures == {"submission": 0, "settlement": 1}
+        assert w.jobs[1].job.failures == 1 and "settlement broke" in (w.jobs[1].job.last_error or "")
         assert w.ingest.fleet is not None and w.ingest.source is w.source
         raise RuntimeError("boom")
     assert not w.source.connected

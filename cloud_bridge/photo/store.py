@@ -109,8 +109,9 @@ def read(bgr: np.ndarray, digits: int, decimals: int,
     try:
         from meter_vision.photo import read_photo
     except ImportError as exc:
-        raise PhotoError("reader_missing", f"the photo reader cannot be loaded ({exc}): install the bridge with "
-                         "its photo extra (pip install '.[photo]')") from None
+        from cloud_bridge.photo import PHOTO_EXTRA_HINT
+
+        raise PhotoError("reader_missing", f"the photo reader cannot be loaded ({exc}): {PHOTO_EXTRA_HINT}") from None
     try:
         result = read_photo(bgr, digits=digits, decimals=decimals, counter_box=counter_box)
     except Exception as exc:  # one photo the reader cannot take must not become a server error

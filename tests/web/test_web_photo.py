@@ -86,6 +86,16 @@ def frame(shared_data: Path, name: str = "530.07077.jpg") -> Path:
     return shared_data / "frames" / "ai-on-the-edge-demo" / name
 
 
+def wait_until(page: Any, expression: str, timeout_s: float = 30.0) -> None:
+    """Poll `expression` from the test (the page's CSP forbids the eval behind wait_for_function's polling)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"still false after {timeout_s} s: {expression}"
+        time.sleep(0.05)
+
+
 def box_of(page: Any) -> dict[str, float]:
     return page.locator("#counter-box").bounding_box()  # type: ignore[no-any-return]
 
@@ -114,8 +124,8 @@ def test_a_resident_photographs_a_meter_confirms_and_it_is_billed_with_points(
 
     page.set_input_files("#photo-file", str(frame(shared_data)))
     page.wait_for_selector("#photo-result:not([hidden])")
-    page.wait_for_function("document.getElementById('photo-img').complete && "
-                           "document.getElementById('photo-img').naturalWidth > 0")
+    wait_until(page, "document.getElementById('photo-img').complete && "
+                     "document.getElementById('photo-img').naturalWidth > 0")
     assert page.locator("#photo-proposed").inner_text() == "00530"
     assert page.locator("#photo-value").input_value() == "00530"
     assert "%" in page.locator("#photo-sure").inner_text()
@@ -302,3 +312,68 @@ def test_only_the_residents_own_meters_and_photos(photo_portal: Any, browser: An
         assert r.status == 403
     finally:
         context.close()
+
+
+def test_simulated_phone_photos_heic_and_turned_by_exif(portal_factory: Any, sandbox: SandboxServer, phone: Any,
+                                                        tmp_path: Path) -> None:
+    """A cluttered simulated phone photo (a note, a ruler, a finger, dirty glass) of a 5 + 3 wheel meter sent
+    as HEIC, and another as a JPEG whose pixels lie on their side with EXIF orientation 6: both shown
+    upright and read; the value sent is what the meter shows whatever the reader proposed."""
+    import numpy as np
+    from pillow_heif import from_pillow
+
+    from edge.capture.simulator.phone import phone_photo
+
+    p = portal_factory(billing_url=sandbox.url)
+    october = NOW - timedelta(days=31)
+    with p.engine.begin() as conn:
+        add_photo_meter(conn, "M-A-S", payer_code=ALICE, kind="hot", address=None, digits=5, decimals=3,
+                        now=october - timedelta(days=1))
+        uid = conn.execute(select(users.c.id).where(users.c.login == p.world.alice)).scalar_one()
+        buf = io.BytesIO()
+        Image.new("RGB", (640, 480), (120, 120, 120)).save(buf, "JPEG")
+        pid = photos.save_draft(conn, user_id=uid, payer_code=ALICE, meter_serial="M-A-S", photo=normalise(
+            buf.getvalue()), proposal={"value": "00118.002", "status": "ok", "confidence": 0.95}, now=october)
+    first = photos.send(p.engine, p.config, pid, ALICE, "00118.002", gateways=None, now=october, submit=False)
+    with http_gateways(p.config) as gateways:
+        correct_reading(p.engine, p.config, first.reading_id, "00118.002", by="operator",  # type: ignore[arg-type]
+                        confirm=True, at=october, clock=lambda: october, gateways=gateways)
+
+    cluttered = phone_photo(np.random.default_rng(3), value=123.456, size=(1600, 1200))
+    assert cluttered.value == "00123.456" and "finger" in cluttered.tags
+    heic = tmp_path / "IMG_0001.HEIC"
+    from_pillow(Image.fromarray(np.ascontiguousarray(cluttered.image[:, :, ::-1]))).save(str(heic), quality=85)
+
+    page = phone
+    sign_in(page, p.url, p.world.alice)
+    page.goto(f"{p.url}/payer/{ALICE}/photo?meter=M-A-S")
+    with page.expect_response(lambda r: r.url.endswith("/photo") and r.request.method == "POST") as answer:
+        page.set_input_files("#photo-file", str(heic))
+    data = answer.value.json()
+    assert answer.value.status == 200, data
+    assert (data["width"], data["height"]) == (1200, 1600)  # portrait, as taken (under 2000 px: not scaled)
+    page.wait_for_selector("#photo-result:not([hidden])")
+    proposed = page.locator("#photo-proposed").inner_text()
+    page.fill("#photo-value", "123,456")  # what the resident reads on the meter, typed their way
+    page.click("#photo-confirm")
+    page.wait_for_selector("#photo-outcome.ok")
+    with p.engine.connect() as conn:
+        sent = conn.execute(select(photo_readings).where(photo_readings.c.meter_serial == "M-A-S",
+                                                         photo_readings.c.upload_format == "HEIF")).one()
+        reading = conn.execute(select(readings).where(readings.c.id == sent.reading_id)).one()
+    assert (reading.source, reading.value) == ("photo", "00123.456")
+    assert sent.edited is (proposed != "00123.456") and sent.proposed_value == (proposed if proposed != "—" else None)
+
+    # a photo whose pixels lie on their side, EXIF saying "turn 90° clockwise to view": shown upright
+    turned = phone_photo(np.random.default_rng(4), value=124.5, size=(1600, 1200))
+    upright = Image.fromarray(np.ascontiguousarray(turned.image[:, :, ::-1]))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    sideways = tmp_path / "IMG_0002.JPG"
+    upright.transpose(Image.Transpose.ROTATE_90).save(sideways, "JPEG", quality=90, exif=exif.tobytes())
+    with page.expect_response(lambda r: r.url.endswith("/photo") and r.request.method == "POST") as answer:
+        page.set_input_files("#photo-file", str(sideways))
+    data = answer.value.json()
+    assert (data["width"], data["height"]) == upright.size
+    assert data["value"] == turned.value, data  # read upright: the sideways pixels would not read
+    wait_until(page, f"document.getElementById('photo-img').naturalWidth === {data['width']}")

@@ -273,3 +273,36 @@ def test_a_photo_meter_is_never_offline_and_is_asked_to_be_photographed(engine: 
     assert [e.kind for e in events] == ["attention"]  # no "offline": there is no device to be silent
     text = Words(translations("en")).event(events[0], Formats("en", "Europe/Moscow"))
     assert text.startswith("Meter P-1 has no reading for November 2026 yet. Photograph it before")
+
+
+def test_a_photo_of_a_meter_a_pi_reads_is_checked_against_the_pis_readings(engine: Engine, db_url: str,
+                                                                           world: int) -> None:
+    """Residents may photograph a meter with a Pi too: the photo reading is filed under the Pi's binding
+    (no device of its own) and the Pi's readings around it are what it is checked against."""
+    from cloud_bridge.ingest.source import Message
+    from cloud_bridge.ingest.store import handle
+    from contract import topics
+    from contract.payloads import Reading
+
+    cfg = config(db_url, "http://127.0.0.1:9")
+    with engine.begin() as conn:
+        add_device(conn, "pi-7", now=NOW - timedelta(days=10))
+        b = bind(conn, "pi-7", meter_serial="P-7", kind="cold", payer_code=PAYER, address=None,
+                 now=NOW - timedelta(days=10))
+        for i in range(1, 25):  # hourly, 0.01 m3 an hour, up to an hour ago
+            at = NOW - timedelta(hours=25 - i)
+            r = Reading(device_id="pi-7", seq=i, taken_at=at, value=f"{200 + 0.01 * i:09.3f}", status="ok",
+                        reason=None, confidence=0.99)
+            assert handle(conn, Message(topics.reading("pi-7"), r.to_json_bytes()), at).kind == "stored"
+    far = draft(engine, world, "00020.240", NOW, meter="P-7")  # a wheel misread by the reader, left as is
+    refused = photos.send(engine, cfg, far, PAYER, "00020.240", gateways=None, now=NOW, submit=False)
+    assert refused.action == "refused"
+    near = draft(engine, world, "00200.250", NOW, meter="P-7")
+    stored = photos.send(engine, cfg, near, PAYER, "00200.250", gateways=None, now=NOW, submit=False)
+    assert stored.action == "stored" and stored.verdict is not None and stored.verdict.plausible_low is not None
+    with engine.connect() as conn:
+        r = conn.execute(select(readings.c.binding_id, readings.c.device_id, readings.c.source)
+                         .where(readings.c.id == stored.reading_id)).one()
+        states = dict(conn.execute(select(settlements.c.reading_id, settlements.c.state)).all())
+    assert (r.binding_id, r.device_id, r.source) == (b.id, None, "photo")
+    assert states[stored.reading_id] == "settled"

@@ -145,12 +145,13 @@ def _metrics_server(config: BridgeConfig, engine: Engine, source: MessageSource,
 
 @contextmanager
 def bridge_worker(config: BridgeConfig, *, index: int = 0, name: str | None = None, source: str | None = None,
-                  migrate: bool | None = None) -> Iterator[BridgeWorker]:
+                  migrate: bool | None = None, timers: bool = True) -> Iterator[BridgeWorker]:
     """Build worker `index` (its name: `name` or <mqtt.client_id_prefix>-<index>) with the message source
     `source` (default: ingest.source), yield it, and close it all when the block ends.
 
     Raises StoreError or SourceError (their messages say what to check) when it cannot start. Worker 0
-    migrates the store (unless `migrate` says otherwise), sweeps the fleet state and runs the timers."""
+    migrates the store (unless `migrate` says otherwise), sweeps the fleet state and, unless `timers` is
+    False (an ingest-only worker: tests, or passes run elsewhere), runs the timers."""
     name = name or worker_name(config, index)
     with ExitStack() as stack:
         engine = open_existing_store(config.database_url, migrate=index == 0 if migrate is None else migrate)
@@ -162,7 +163,7 @@ def bridge_worker(config: BridgeConfig, *, index: int = 0, name: str | None = No
                                config.window, sweep=index == 0)
         metrics, registry = _metrics(config, engine, src, index, name)
         jobs: list[TimedJob] = []
-        if index == 0:
+        if index == 0 and timers:
             gateways = stack.enter_context(http_gateways(config))
             jobs = timed_jobs(engine, config, gateways, lambda job: metrics.task_failures.labels(job).inc())
             for t in jobs:

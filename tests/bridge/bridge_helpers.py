@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,7 @@ from sqlalchemy import Engine
 
 from cloud_bridge import registry
 from cloud_bridge.config import BridgeConfig
-from cloud_bridge.fleet import FleetPublisher
-from cloud_bridge.ingest.mqtt_source import MqttSource
-from cloud_bridge.ingest.worker import IngestWorker
+from cloud_bridge.service import bridge_worker
 from contract.payloads import Reading
 
 
@@ -134,15 +133,15 @@ def register(engine: Engine, device_ids: Iterable[str], *, bind: bool = True) ->
 
 
 class InProcessBridge:
-    """One ingest worker in a thread of the test process (fast; the subprocess tests use the CLI)."""
+    """One ingest worker in a thread of the test process, built by the composition root as `meter-bridge
+    run` builds it (cloud_bridge.service), without the timers: a test runs its passes when it means to.
+    Fast; the subprocess tests use the CLI. `engine` is the test's own (the worker opens its own)."""
 
     def __init__(self, engine: Engine, cfg: BridgeConfig, index: int = 0) -> None:
-        client_id = f"{cfg.mqtt.client_id_prefix}-{index}"
-        self.source = MqttSource(cfg.mqtt, client_id, subscribe_status=index == 0)
-        self.source.start()
-        fleet = FleetPublisher(engine, lambda t, p, q, r: self.source.publish(t, p, qos=q, retain=r), cfg.fleet,
-                               cfg.window, sweep=index == 0)
-        self.worker = IngestWorker(engine, self.source, cfg, shard=client_id, fleet=fleet)
+        self._stack = ExitStack()
+        built = self._stack.enter_context(bridge_worker(cfg, index=index, timers=False))
+        self.source = built.source
+        self.worker = built.ingest
         self.stop_event = threading.Event()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -162,7 +161,7 @@ class InProcessBridge:
     def stop(self) -> None:
         self.stop_event.set()
         self.thread.join(10)
-        self.source.stop()
+        self._stack.close()
 
     def __enter__(self) -> InProcessBridge:
         return self

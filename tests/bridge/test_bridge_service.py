@@ -56,6 +56,8 @@ def test_other_workers_run_no_timers(engine: Engine, db_url: str, broker: Mosqui
     with bridge_worker(cfg, index=1) as w:
         assert w.name == "bridge-1" and w.jobs == [] and w.ingest.tasks == []
     assert not w.source.connected
+    with bridge_worker(cfg, index=0, timers=False) as w:  # an ingest-only worker 0 (tests run passes by hand)
+        assert w.jobs == [] and w.ingest.tasks == [] and w.ingest.fleet is not None
 
 
 def test_a_source_that_cannot_start_is_a_clear_error(engine: Engine, db_url: str, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 comma := ,
 
 .PHONY: install install-system install-train demo demo-keep test lint bench bench-digits bench-reading bench-agent \
-        bench-bridge train clean
+        bench-bridge bench-bridge-cluster train clean
 
 install: install-system $(STAMP)
 
@@ -84,6 +84,10 @@ bench-agent: install
 
 bench-bridge: install
 	$(BIN)/python -m bench.bridge
+
+# The fleet broker: a private 3-node RabbitMQ cluster, 1/2/4 AMQP workers into PostgreSQL (needs rabbitmq-server).
+bench-bridge-cluster: install
+	$(BIN)/python -m bench.bridge --broker rabbitmq --workers 1,2,4
 
 clean:
 	rm -rf demo-out bench-out build *.egg-info .pytest_cache .mypy_cache .ruff_cache

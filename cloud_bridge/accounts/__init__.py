@@ -29,6 +29,7 @@ from contract import topics
 from contract.settings import read_secret
 
 if TYPE_CHECKING:
+    from cloud_bridge.accounts.rabbitmq import RabbitMqAdmin
     from cloud_bridge.config import BridgeConfig
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "admin_for",
     "device_accounts",
     "list_accounts",
+    "rabbitmq_admin_for",
     "remove_account",
     "retire_device_on_broker",
     "rotate_password",
@@ -72,8 +74,9 @@ def _admin_password(cfg: BridgeConfig) -> str:
 def admin_for(cfg: BridgeConfig) -> DynSecAdmin:
     """The admin connection the bridge config names (broker.admin_*, reached at mqtt.host/port)."""
     if cfg.broker.kind != "mosquitto":
-        raise AccountError(f"`meter-bridge accounts` manages Mosquitto accounts; this broker is {cfg.broker.kind}: "
-                           "make service accounts as docs/operate-city-scale.md shows")
+        raise AccountError(f"this is Mosquitto's account management; the broker is {cfg.broker.kind} (broker.kind): "
+                           "list its users with `rabbitmqctl list_users` or the management UI "
+                           "(docs/operate-city-scale.md)")
     return DynSecAdmin(cfg.mqtt.host, cfg.mqtt.port, cfg.broker.admin_username, _admin_password(cfg),
                        ca_file=cfg.mqtt.ca_file)
 
@@ -110,14 +113,19 @@ class MosquittoDeviceAccounts:
         return retire_device_on_broker(self.admin, device_id)
 
 
+def rabbitmq_admin_for(cfg: BridgeConfig) -> RabbitMqAdmin:
+    """The management API connection the bridge config names (broker.management_url, broker.admin_*)."""
+    from cloud_bridge.accounts.rabbitmq import RabbitMqAdmin
+
+    return RabbitMqAdmin(cfg.broker.management_url, cfg.broker.admin_username, _admin_password(cfg),
+                         vhost=cfg.broker.vhost, ca_file=cfg.broker.management_ca_file)
+
+
 def device_accounts(cfg: BridgeConfig) -> DeviceAccounts:
     """Device accounts on the broker `broker.kind` names: Mosquitto's dynamic security, or RabbitMQ's
     users and topic permissions (management API)."""
     if cfg.broker.kind == "rabbitmq":
-        from cloud_bridge.accounts.rabbitmq import RabbitMqAdmin
-
-        return RabbitMqAdmin(cfg.broker.management_url, cfg.broker.admin_username, _admin_password(cfg),
-                             vhost=cfg.broker.vhost, ca_file=cfg.broker.management_ca_file)
+        return rabbitmq_admin_for(cfg)
     return MosquittoDeviceAccounts(admin_for(cfg))
 
 

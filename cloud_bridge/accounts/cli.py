@@ -16,6 +16,7 @@ from cloud_bridge.accounts import (
     add_account,
     admin_for,
     list_accounts,
+    rabbitmq_admin_for,
     remove_account,
     rotate_password,
 )
@@ -50,6 +51,15 @@ def _admin_call(ctx: click.Context, fn: Any) -> Any:
         fail(str(exc))
 
 
+def _rabbitmq_call(ctx: click.Context, fn: Any) -> Any:
+    """On RabbitMQ (broker.kind = rabbitmq): the same commands through its management API."""
+    try:
+        with rabbitmq_admin_for(load_config(ctx)) as admin:
+            return fn(admin)
+    except AccountError as exc:
+        fail(str(exc))
+
+
 PASSWORD_OUT = click.option(
     "--password-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
     help="Also write the password to this file (mode 600, also when it existed).")
@@ -77,7 +87,10 @@ def add_cmd(ctx: click.Context, name: str, role: str, password_out: Path | None,
 
     Its client id must be NAME (the bridge's: bridge-<worker>), so no account can take another's session.
     """
-    password = _admin_call(ctx, lambda admin: add_account(admin, name, role))  # type: ignore[arg-type]
+    if load_config(ctx).broker.kind == "rabbitmq":
+        password = _rabbitmq_call(ctx, lambda admin: admin.add_role_account(name, role))
+    else:
+        password = _admin_call(ctx, lambda admin: add_account(admin, name, role))  # type: ignore[arg-type]
     _secret_out(password_out, password)
     _show_password(name, role, password, as_json, "added account")
 
@@ -105,7 +118,11 @@ def list_cmd(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def remove_cmd(ctx: click.Context, name: str) -> None:
     """Delete the account NAME; the broker disconnects it at once. (A device: `devices retire`.)"""
-    if not _admin_call(ctx, lambda admin: remove_account(admin, name)):
+    if load_config(ctx).broker.kind == "rabbitmq":
+        gone = _rabbitmq_call(ctx, lambda admin: admin.remove(name))
+    else:
+        gone = _admin_call(ctx, lambda admin: remove_account(admin, name))
+    if not gone:
         fail(f"no broker account {name!r} (`meter-bridge accounts list` shows them)")
     click.echo(f"removed account {name}")
 
@@ -123,7 +140,10 @@ def rotate_cmd(ctx: click.Context, name: str, password_out: Path | None, as_json
         role = next((a.role for a in list_accounts(admin) if a.username == name), "-")
         return password, role
 
-    password, role = _admin_call(ctx, run)
+    if load_config(ctx).broker.kind == "rabbitmq":
+        password, role = _rabbitmq_call(ctx, lambda admin: admin.rotate(name)), "-"
+    else:
+        password, role = _admin_call(ctx, run)
     _secret_out(password_out, password)
     _show_password(name, role, password, as_json, "new password for")
 

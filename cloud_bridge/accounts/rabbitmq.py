@@ -186,6 +186,15 @@ class RabbitMqAdmin:
                              topic_permissions(ROLE_ACLS[role]))
         return password
 
+    def rotate(self, name: str) -> str:
+        user = self.get_user(name)
+        if user is None:
+            raise AccountError(f"no broker account {name!r}")
+        password = new_password()
+        tags = user.get("tags") or []
+        self.put_user(name, password, tags=",".join(tags) if isinstance(tags, list) else str(tags))
+        return password
+
     def remove(self, name: str) -> bool:
         """Delete the account, close its connections and drop its MQTT session queues."""
         gone = self.get_user(name) is not None

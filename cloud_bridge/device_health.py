@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Select, and_, case, func, literal, or_, select, true
+from sqlalchemy import Connection, Select, and_, case, false, func, literal, or_, select, true
 
 from cloud_bridge.config import FleetSection, WindowSection
 from cloud_bridge.store.tables import (
@@ -196,17 +196,7 @@ def device_rows(now: datetime, fleet: FleetSection, device_ids: Iterable[str] | 
 def device_health(conn: Connection, now: datetime, fleet: FleetSection,
                   device_ids: Iterable[str] | None = None) -> list[DeviceHealth]:
     """Health rows ordered by device id; only `device_ids` when given."""
-    return [DeviceHealth(
-        device_id=r.device_id, created_at=r.created_at, note=r.note, online=r.online,
-        online_changed_at=r.online_changed_at, readings=int(r.n), last_seq=r.last_seq,
-        last_taken_at=r.taken_at, last_value=r.value, last_status=r.status, last_reason=r.reason,
-        not_ok_in_row=int(r.not_ok_n), stale=bool(r.stale),
-        meter_serial=r.meter_serial, meter_kind=r.kind, payer_code=r.payer_code, bound_since=r.valid_from,
-        telemetry_at=r.telemetry_at, outbox_depth=r.outbox_depth, last_error=r.last_error,
-        cpu_temp_c=r.cpu_temp_c, free_disk_bytes=r.free_disk_bytes, disk_full=r.disk_full,
-        uptime_s=r.uptime_s, model=r.model or r.reading_model or None, version=r.version or None,
-        retired_at=r.retired_at, last_settlement=r.settlement, last_settlement_reason=r.settlement_reason,
-        last_stored_at=r.stored_at) for r in conn.execute(device_rows(now, fleet, device_ids)).all()]
+    return [_health(r) for r in conn.execute(device_rows(now, fleet, device_ids)).all()]
 
 
 @dataclass(frozen=True)
@@ -379,24 +369,67 @@ def attention_reasons(h: DeviceHealth, states: dict[tuple[str, str], str], progr
     return out
 
 
-def apply_filter(rows: list[DeviceHealth], flt: FleetFilter, states: dict[tuple[str, str], str],
-                 progress: PeriodProgress, now: datetime) -> list[DeviceHealth]:
-    out = []
+def _health(r: Any) -> DeviceHealth:
+    return DeviceHealth(
+        device_id=r.device_id, created_at=r.created_at, note=r.note, online=r.online,
+        online_changed_at=r.online_changed_at, readings=int(r.n), last_seq=r.last_seq,
+        last_taken_at=r.taken_at, last_value=r.value, last_status=r.status, last_reason=r.reason,
+        not_ok_in_row=int(r.not_ok_n), stale=bool(r.stale),
+        meter_serial=r.meter_serial, meter_kind=r.kind, payer_code=r.payer_code, bound_since=r.valid_from,
+        telemetry_at=r.telemetry_at, outbox_depth=r.outbox_depth, last_error=r.last_error,
+        cpu_temp_c=r.cpu_temp_c, free_disk_bytes=r.free_disk_bytes, disk_full=r.disk_full,
+        uptime_s=r.uptime_s, model=r.model or r.reading_model or None, version=r.version or None,
+        retired_at=r.retired_at, last_settlement=r.settlement, last_settlement_reason=r.settlement_reason,
+        last_stored_at=r.stored_at)
+
+
+@dataclass(frozen=True)
+class FleetListing:
+    """What the fleet page lists: the first `limit` matching devices (by id) with their meter's submission
+    state this period, how many match and how many devices there are."""
+
+    rows: list[DeviceHealth]
+    states: dict[tuple[str, str], str]  # (payer, meter) -> state, for the listed rows
+    matched: int
+    total: int
+
+
+def fleet_listing(conn: Connection, now: datetime, fleet: FleetSection, flt: FleetFilter, progress: PeriodProgress,
+                  limit: int) -> FleetListing:
+    """The fleet page's devices, filtered by the database (the same conditions as `attention_reasons` and
+    `billing_state`, which say why for each listed row), so a fleet of millions is never read row by row."""
+    rows = device_rows(now, fleet).order_by(None).subquery("device_rows")
+    states = _meter_states(progress.period)
+    c = rows.c
+    state = states.c.state
+    bound = c.meter_serial.is_not(None)
+    not_billed = or_(state.is_(None), state != "accepted")
+    conds: list[Any] = []
+    if flt.offline_h is not None:
+        conds.append(and_(c.online.is_(False), c.online_changed_at <= now - timedelta(hours=flt.offline_h)))
+    if flt.not_ok is not None:
+        conds.append(c.not_ok_n >= flt.not_ok)
+    if flt.stale:
+        conds.append(c.stale == 1)
+    if flt.unbilled:
+        conds.append(and_(bound, not_billed))
+    if flt.attention:
+        if now >= progress.window_closes:  # too late to act: nothing needs attention
+            conds.append(false())
+        else:
+            conds.append(and_(bound, not_billed, or_(c.online.is_(False), c.stale == 1, c.last_seq.is_(None),
+                                                     c.not_ok_n > 0, state.in_(("needs_attention", "refused")))))
     q = flt.query.strip().lower()
-    for h in rows:
-        if flt.offline_h is not None:
-            since = h.offline_since
-            if since is None or (now - since).total_seconds() < flt.offline_h * 3600:
-                continue
-        if flt.not_ok is not None and h.not_ok_in_row < flt.not_ok:
-            continue
-        if flt.stale and not h.stale:
-            continue
-        if flt.unbilled and (h.meter_serial is None or billing_state(h, states) == "accepted"):
-            continue
-        if flt.attention and not attention_reasons(h, states, progress, now):
-            continue
-        if q and q not in h.device_id.lower() and q not in (h.meter_serial or "").lower():
-            continue
-        out.append(h)
-    return out
+    if q:
+        conds.append(or_(func.lower(c.device_id).contains(q, autoescape=True),
+                         func.lower(func.coalesce(c.meter_serial, "")).contains(q, autoescape=True)))
+    source = rows.outerjoin(states, and_(states.c.payer_code == c.payer_code, states.c.meter_serial == c.meter_serial))
+    where = and_(true(), *conds)
+    listed = conn.execute(select(rows, state.label("meter_state")).select_from(source).where(where)
+                          .order_by(c.device_id).limit(limit)).all()
+    matched = conn.execute(select(func.count()).select_from(source).where(where)).scalar_one()
+    total = conn.execute(select(func.count()).select_from(devices)).scalar_one()
+    return FleetListing(rows=[_health(r) for r in listed],
+                     states={(r.payer_code, r.meter_serial): r.meter_state for r in listed
+                             if r.meter_state is not None},
+                     matched=int(matched), total=int(total))

@@ -19,10 +19,10 @@ from starlette.routing import BaseRoute, Route
 from cloud_bridge.commands import CommandError, command_history, send_command
 from cloud_bridge.device_health import (
     FleetFilter,
-    apply_filter,
     attention_reasons,
     billing_state,
     device_health,
+    fleet_listing,
     meter_states,
     period_progress,
 )
@@ -119,15 +119,12 @@ async def fleet_page(request: Request) -> Response:
     with read_only(w.engine) as conn:
         counts = fleet_counts(conn, now, w.config.fleet, w.config.window)
         progress = period_progress(conn, now, w.config.window)
-        states = meter_states(conn, progress.period)
-        rows = device_health(conn, now, w.config.fleet)
+        page = fleet_listing(conn, now, w.config.fleet, flt, progress, MAX_ROWS)
         conn.rollback()
-    shown = apply_filter(rows, flt, states, progress, now)
-    items = [{"h": h, "billing": billing_state(h, states),
-              "attention": attention_reasons(h, states, progress, now)} for h in shown[:MAX_ROWS]]
+    items = [{"h": h, "billing": billing_state(h, page.states),
+              "attention": attention_reasons(h, page.states, progress, now)} for h in page.rows]
     return render(request, "ops_home.html", ops=OpsWords(request), counts=counts, progress=progress, flt=flt,
-                  items=items,
-                  total=len(rows), matched=len(shown), max_rows=MAX_ROWS, now=now)
+                  items=items, total=page.total, matched=page.matched, max_rows=MAX_ROWS, now=now)
 
 
 def _mark(status: str, settlement: str | None) -> str:

@@ -13,9 +13,10 @@ from sqlalchemy import Engine
 from cloud_bridge.config import BridgeConfig
 from cloud_bridge.device_health import (
     FleetFilter,
-    apply_filter,
     attention_reasons,
+    billing_state,
     device_health,
+    fleet_listing,
     meter_states,
     period_progress,
 )
@@ -82,8 +83,14 @@ def test_health_progress_and_filters(engine: Engine) -> None:
     assert attention_reasons(by["a-ok"], states, progress, NOW) == []  # billed
     assert attention_reasons(c, states, progress, progress.window_closes) == []  # too late to act
 
-    def names(flt: FleetFilter) -> list[str]:
-        return [h.device_id for h in apply_filter(rows, flt, states, progress, NOW)]
+    def names(flt: FleetFilter, limit: int = 100) -> list[str]:
+        with engine.connect() as conn:  # the fleet page's filters, applied by the database
+            listing = fleet_listing(conn, NOW, cfg.fleet, flt, progress, limit)
+        assert (listing.total == 4 and listing.matched == len(listing.rows)) or limit < listing.matched
+        assert listing.rows == [by[h.device_id] for h in listing.rows]  # the same rows as device_health's
+        assert all(listing.states.get((h.payer_code, h.meter_serial)) == billing_state(h, states)  # type: ignore[arg-type]
+                   for h in listing.rows)
+        return [h.device_id for h in listing.rows]
 
     assert names(FleetFilter()) == ["a-ok", "b-off", "c-bad", "d-new"]
     assert names(FleetFilter(offline_h=24)) == ["b-off"] and names(FleetFilter(offline_h=31)) == []
@@ -92,6 +99,8 @@ def test_health_progress_and_filters(engine: Engine) -> None:
     assert names(FleetFilter(attention=True)) == ["b-off", "c-bad", "d-new"]
     assert names(FleetFilter(attention=True, not_ok=1)) == ["c-bad"]
     assert names(FleetFilter(query="SN-B")) == ["b-off"]
+    assert names(FleetFilter(query="%")) == [] and names(FleetFilter(query="_")) == []  # no LIKE wildcards
+    assert names(FleetFilter(), limit=2) == ["a-ok", "b-off"]
 
 
 def test_store_metrics_on_both_databases(engine: Engine) -> None:

@@ -58,12 +58,19 @@ def blur(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return img
 
 
-def photometric(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Brightness, contrast, colour cast, gamma, grayscale, glare spots, noise; on float 0..255 NHWC."""
+def photometric(batch: np.ndarray, rng: np.random.Generator, faint: float = 0.0) -> np.ndarray:
+    """Brightness, contrast, colour cast, gamma, grayscale, glare spots, noise; on float 0..255 NHWC.
+
+    ``faint``: the share of crops whose contrast drops to 12–45 % (a dull, dirty or fogged window;
+    pale digits on a dark drum): the digit's strokes only 15–50 grey levels above their drum.
+    """
     n, h, w, _ = batch.shape
     x = batch.copy()
     mean = x.mean(axis=(1, 2, 3), keepdims=True)
     contrast = rng.uniform(0.6, 1.4, (n, 1, 1, 1))
+    if faint > 0:
+        low = rng.random(n) < faint
+        contrast[low] = rng.uniform(0.12, 0.45, (int(low.sum()), 1, 1, 1))
     bright = rng.normal(0.0, 25.0, (n, 1, 1, 1))
     cast = rng.uniform(0.85, 1.15, (n, 1, 1, 3))
     x = (x - mean) * contrast + mean + bright
@@ -97,22 +104,23 @@ def photometric(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def augmented_batch(
     crops: list[np.ndarray], rng: np.random.Generator, width: int, height: int, color: str = "RGB",
-    strong: bool = False, keep: np.ndarray | None = None, zoom_out: float = 0.0,
+    strong: bool = False, keep: np.ndarray | None = None, zoom_out: float = 0.0, faint: float = 0.0,
 ) -> np.ndarray:
     """Augment BGR crops and run them through the shared preprocessing into a float batch.
 
     ``strong``: the v2 recipe (see :func:`geometric`, :func:`recolour`). Crops where ``keep`` is True
-    get no geometry (a misplaced window made on purpose must stay misplaced).
+    get no geometry (a misplaced window made on purpose must stay misplaced). ``faint``: see
+    :func:`photometric`.
     """
     moved = [blur(c if (keep is not None and keep[i]) else geometric(c, rng, height, strong, zoom_out), rng)
              for i, c in enumerate(crops)]
     x = to_model_input(moved, width, height, color)
     if strong:
         x = recolour(x, rng)
-    return photometric(x, rng)
+    return photometric(x, rng, faint)
 
 
-def destroy(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def destroy(img: np.ndarray, rng: np.random.Generator, bar: bool = False) -> np.ndarray:
     """Make a crop unreadable the way the field does (a finger or a drop in front, a glare that
     washes the window out, a lens far out of focus, a window with no digit in it).
 

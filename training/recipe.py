@@ -26,6 +26,8 @@ class Recipe:
     sim_misplaced: int = 0  # windows cut between two simulated wheels, flat target
     zoom_out: float = 0.0  # share of crops with the digit shrunk in its window (a generous ROI)
     small_flat: bool = True  # a digit at 35-55 % of its window counts as a misplaced window (flat)
+    faint: float = 0.0  # share of crops with their contrast cut to 12-45 % (dull windows, pale digits)
+    bar: bool = False  # a band across the middle of the digit is among the destroyed windows (flat)
 
     def replace(self, **changes: Any) -> Recipe:
         return dataclasses.replace(self, **changes)
@@ -44,6 +46,10 @@ RECIPES: dict[str, Recipe] = {
     # as digits-c100-v2.
     "v2b": Recipe("v2b", epochs=12, strong=True, trouble=0.04, misplaced=0.06, sim_misplaced=2000, zoom_out=0.2,
                   small_flat=False),
+    # v2b plus faint (low-contrast) crops and a band across the middle trained flat: the cause of the
+    # misses on watermeter/pp is its contrast (docs/model.md, "Why pp fails").
+    "v2c": Recipe("v2c", epochs=12, strong=True, trouble=0.04, misplaced=0.06, sim_misplaced=2000, zoom_out=0.2,
+                  small_flat=False, faint=0.25, bar=True),
     # a wider network with the same augmentation.
     "v2-wide": Recipe("v2-wide", filters=(32, 64, 96), dense=256, strong=True, trouble=0.04, misplaced=0.06,
                       sim_misplaced=2000),

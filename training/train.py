@@ -78,10 +78,10 @@ def batches(
                 r = rng.random(batch)
                 bad = r < recipe.trouble
                 moved = (r >= recipe.trouble) & (r < recipe.trouble + recipe.misplaced)
-                crops = [destroy(data.images[i], rng) if b else misplaced(i, rng) if m else data.images[i]
+                crops = [destroy(data.images[i], rng, recipe.bar) if b else misplaced(i, rng) if m else data.images[i]
                          for i, b, m in zip(idx, bad, moved, strict=True)]
                 x = augmented_batch(crops, rng, WIDTH, HEIGHT, COLOR, strong=recipe.strong, keep=moved,
-                                    zoom_out=recipe.zoom_out)
+                                    zoom_out=recipe.zoom_out, faint=recipe.faint)
                 y = targets[idx].copy()
                 y[bad | moved] = flat
                 q.put((x, y))

@@ -69,7 +69,7 @@ def photometric(batch: np.ndarray, rng: np.random.Generator, faint: float = 0.0)
     mean = x.mean(axis=(1, 2, 3), keepdims=True)
     contrast = rng.uniform(0.6, 1.4, (n, 1, 1, 1))
     if faint > 0:
-        low = rng.random(n) < faint
+        low = np.asarray(rng.random(n) < faint)
         contrast[low] = rng.uniform(0.12, 0.45, (int(low.sum()), 1, 1, 1))
     bright = rng.normal(0.0, 25.0, (n, 1, 1, 1))
     cast = rng.uniform(0.85, 1.15, (n, 1, 1, 3))

@@ -10,13 +10,22 @@ from typing import Any
 
 
 def build_model(width: int = 20, height: int = 32, classes: int = 100, filters: tuple[int, ...] = (24, 48, 64),
-                dense: int = 192, dropout: float = 0.3, double: tuple[int, ...] = ()) -> Any:
-    """``double``: indices of the conv blocks that get a second 3x3 conv before pooling (more depth)."""
+                dense: int = 192, dropout: float = 0.3, double: tuple[int, ...] = (), normalize: bool = False) -> Any:
+    """``double``: indices of the conv blocks that get a second 3x3 conv before pooling (more depth).
+
+    ``normalize``: each window is brought to mean 0 and standard deviation 1 (over its pixels and
+    colours) before the first convolution, so a pale digit on a dull drum reaches the network with
+    the contrast of a crisp one. The variance gets (10 grey levels)² added first, so an empty, flat
+    window is not blown up into its noise.
+    """
     import keras
     from keras import layers
 
     inp = keras.Input(shape=(height, width, 3), name="image")
     x = layers.Rescaling(1.0 / 255.0)(inp)
+    if normalize:
+        x = layers.LayerNormalization(axis=(1, 2, 3), center=False, scale=False, epsilon=(10.0 / 255.0) ** 2,
+                                      name="contrast")(x)
     for i, f in enumerate(filters):
         convs = 2 if i in double else 1
         for j in range(convs):
@@ -52,3 +61,17 @@ def with_temperature(model: Any, temperature: float) -> Any:
     logits = model.get_layer("logits").output
     scaled = layers.Rescaling(1.0 / float(temperature), name="temperature")(logits)
     return keras.Model(model.input, layers.Softmax(name="probs")(scaled), name=model.name)
+
+
+def ensemble(models: list[Any], name: str = "digits_c100_ensemble") -> Any:
+    """Several trained networks as one model: the same input, their logits averaged (a layer named
+    ``logits``, so :func:`logits_model` and :func:`with_temperature` work on it), one softmax. The
+    device runs it in one interpreter call like a single network."""
+    import keras
+    from keras import layers
+
+    inp = keras.Input(shape=tuple(models[0].input_shape[1:]), name="image")
+    outs = [keras.Model(m.input, m.get_layer("logits").output, name=f"member{i + 1}")(inp)
+            for i, m in enumerate(models)]
+    avg = layers.Average(name="logits")(outs)
+    return keras.Model(inp, layers.Softmax(name="probs")(avg), name=name)

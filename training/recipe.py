@@ -28,11 +28,15 @@ class Recipe:
     small_flat: bool = True  # a digit at 35-55 % of its window counts as a misplaced window (flat)
     faint: float = 0.0  # share of crops with their contrast cut to 12-45 % (dull windows, pale digits)
     bar: bool = False  # a band across the middle of the digit is among the destroyed windows (flat)
+    normalize: bool = False  # each window to mean 0, deviation 1 inside the network (training.model)
+    members: tuple[str, ...] = ()  # an ensemble: these recipes, trained apart, logits averaged in one model
 
     def replace(self, **changes: Any) -> Recipe:
         return dataclasses.replace(self, **changes)
 
     def describe(self) -> dict[str, Any]:
+        if self.members:  # an ensemble is its members; its own network fields are unused
+            return {"name": self.name, "epochs": self.epochs, "members": [RECIPES[m].describe() for m in self.members]}
         return dataclasses.asdict(self)
 
 
@@ -50,6 +54,15 @@ RECIPES: dict[str, Recipe] = {
     # misses on watermeter/pp is its contrast (docs/model.md, "Why pp fails").
     "v2c": Recipe("v2c", epochs=12, strong=True, trouble=0.04, misplaced=0.06, sim_misplaced=2000, zoom_out=0.2,
                   small_flat=False, faint=0.25, bar=True),
+    # v2c with each window's contrast normalised inside the network: faint digits without teaching
+    # the network that any faint stroke is one (v2c read LCD ghost segments as lit).
+    "v2n": Recipe("v2n", epochs=12, strong=True, trouble=0.04, misplaced=0.06, sim_misplaced=2000, zoom_out=0.2,
+                  small_flat=False, faint=0.25, bar=True, normalize=True),
+    # v2n with another seed: the second member of the ensemble.
+    "v2n-s2": Recipe("v2n-s2", epochs=12, seed=20240602, strong=True, trouble=0.04, misplaced=0.06,
+                     sim_misplaced=2000, zoom_out=0.2, small_flat=False, faint=0.25, bar=True, normalize=True),
+    # two v2n networks (two seeds) in one model: their logits averaged, one call per frame.
+    "v2e": Recipe("v2e", epochs=12, members=("v2n", "v2n-s2")),
     # a wider network with the same augmentation.
     "v2-wide": Recipe("v2-wide", filters=(32, 64, 96), dense=256, strong=True, trouble=0.04, misplaced=0.06,
                       sim_misplaced=2000),

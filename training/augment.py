@@ -120,7 +120,7 @@ def augmented_batch(
     return photometric(x, rng, faint)
 
 
-def destroy(img: np.ndarray, rng: np.random.Generator, bar: bool = False) -> np.ndarray:
+def destroy(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Make a crop unreadable the way the field does (a finger or a drop in front, a glare that
     washes the window out, a lens far out of focus, a window with no digit in it).
 
@@ -244,3 +244,15 @@ def foreign(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
         else:
             cv2.circle(out, p0, int(rng.integers(2, max(3, h // 3))), colour, -1 if rng.random() < 0.5 else 2)
     return cv2.GaussianBlur(out, (0, 0), rng.uniform(0.3, 1.5))
+
+
+def bar_across(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A band of one colour across the middle of the digit, 30–60 % of the window's height, its
+    middle within the middle 40 % (a pointer, a strap, a strip of dirt or paint). What is left, the
+    top and the bottom of one digit, looks like a wheel between two digits: trained flat."""
+    h = img.shape[0]
+    out = img.copy()
+    bh = int(h * rng.uniform(0.30, 0.60))
+    y = int(h * rng.uniform(0.30, 0.70)) - bh // 2
+    out[max(0, y) : y + bh, :] = rng.integers(0, 256, 3)
+    return out

@@ -144,13 +144,13 @@ def fit_or_reuse(name: str, train: DigitSet, recipe: Recipe, out_dir: Path, thre
     from training.model import ensemble
 
     models = []
-    for m in recipe.members:
-        done = out_dir.parent / m / f"fold-{name}.keras"
-        if done.is_file():
-            log.info("fold %s: member %s reused from %s", name, m, done)
+    for member in recipe.member_recipes():
+        done = out_dir.parent / member.name / f"fold-{name}.keras"
+        if done.is_file() and member == RECIPES[member.name]:
+            log.info("fold %s: member %s reused from %s", name, member.name, done)
             models.append(keras.models.load_model(done, compile=False))
         else:
-            models.append(fit(train, RECIPES[m], threads=threads, progress=False))
+            models.append(fit(train, member, threads=threads, progress=False))
     return ensemble(models)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from meter_vision.infer.preprocess import to_model_input
-from training.augment import augmented_batch, destroy, foreign, straddle, zoomed_out
+from training.augment import augmented_batch, bar_across, destroy, foreign, straddle, zoomed_out
 from training.data import DigitSet, digits_dir, fingerprint, load_split, sampling_weights, soft_targets
 from training.metrics import outcome_arrays, summarize
 from training.recipe import RECIPES, SHIPPED, Recipe
@@ -78,12 +78,15 @@ def batches(
                 r = rng.random(batch)
                 bad = r < recipe.trouble
                 moved = (r >= recipe.trouble) & (r < recipe.trouble + recipe.misplaced)
-                crops = [destroy(data.images[i], rng, recipe.bar) if b else misplaced(i, rng) if m else data.images[i]
-                         for i, b, m in zip(idx, bad, moved, strict=True)]
+                edge = recipe.trouble + recipe.misplaced
+                barred = (r >= edge) & (r < edge + recipe.bar_share)
+                crops = [destroy(data.images[i], rng) if b else misplaced(i, rng) if m
+                         else bar_across(data.images[i], rng) if z else data.images[i]
+                         for i, b, m, z in zip(idx, bad, moved, barred, strict=True)]
                 x = augmented_batch(crops, rng, WIDTH, HEIGHT, COLOR, strong=recipe.strong, keep=moved,
                                     zoom_out=recipe.zoom_out, faint=recipe.faint)
                 y = targets[idx].copy()
-                y[bad | moved] = flat
+                y[bad | moved | barred] = flat
                 q.put((x, y))
         except BaseException as exc:  # surface errors in the consumer
             q.put(exc)
@@ -115,8 +118,8 @@ def fit(train: DigitSet, recipe: Recipe, *, threads: int | None = None,
     if recipe.members:
         from training.model import ensemble
 
-        return ensemble([fit(train, RECIPES[m], threads=threads, on_epoch=on_epoch, progress=progress)
-                         for m in recipe.members])
+        return ensemble([fit(train, r, threads=threads, on_epoch=on_epoch, progress=progress)
+                         for r in recipe.member_recipes()])
     import keras
     import tensorflow as tf  # type: ignore[import-untyped]
     from tqdm import tqdm
@@ -191,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("models"), help="folder for digits.tflite + digits.json")
     ap.add_argument("--recipe", default=SHIPPED, choices=sorted(RECIPES), help="training recipe (training/recipe.py)")
     ap.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
-    ap.add_argument("--seed", type=int, default=None, help="override the recipe's seed")
+    ap.add_argument("--seed", type=int, default=None,
+                    help="override the recipe's seed (an ensemble's members keep their own)")
     ap.add_argument("--limit", type=int, default=None, help="use a random subset of N labelled crops (smoke runs)")
     ap.add_argument("--val-limit", type=int, default=None, help="check the int8 model on N val crops (default all)")
     ap.add_argument("--sim", type=int, default=None, help="override the recipe's simulated crops (0: none)")

@@ -102,7 +102,7 @@ def run_fold(name: str, groups: tuple[str, ...], pool: DigitSet, sim: DigitSet, 
              threads: int | None) -> None:
     from training.augment import straddle
     from training.model import logits_model
-    from training.train import COLOR, HEIGHT, WIDTH
+    from training.train import COLOR, HEIGHT, WIDTH, fit
 
     held = np.array([g in groups for g in pool.groups])
     train = DigitSet()
@@ -114,7 +114,7 @@ def run_fold(name: str, groups: tuple[str, ...], pool: DigitSet, sim: DigitSet, 
     train.extend(sim)
     log.info("fold %s: leave out %s (%d crops), train on %d", name, ", ".join(groups), len(test), len(train))
     t0 = time.time()
-    model = fit_or_reuse(name, train, recipe, out_dir, threads)
+    model = fit(train, recipe, threads=threads, progress=False)
     lm = logits_model(model)
     x = to_model_input(test.images, WIDTH, HEIGHT, COLOR)
     logits = lm.predict(x, batch_size=256, verbose=0)
@@ -130,28 +130,6 @@ def run_fold(name: str, groups: tuple[str, ...], pool: DigitSet, sim: DigitSet, 
                         groups=np.asarray(test.groups), types=np.asarray(test.meter_types),
                         files=np.asarray(test.files), seconds=time.time() - t0)
     log.info("fold %s done in %.0fs", name, time.time() - t0)
-
-
-def fit_or_reuse(name: str, train: DigitSet, recipe: Recipe, out_dir: Path, threads: int | None) -> Any:
-    """Train the fold's model; for an ensemble, a member whose fold was already cross-validated
-    (``OUT/../MEMBER/fold-NAME.keras``, the same recipe on the same data) is loaded, not trained again."""
-    from training.train import fit
-
-    if not recipe.members:
-        return fit(train, recipe, threads=threads, progress=False)
-    import keras
-
-    from training.model import ensemble
-
-    models = []
-    for member in recipe.member_recipes():
-        done = out_dir.parent / member.name / f"fold-{name}.keras"
-        if done.is_file() and member == RECIPES[member.name]:
-            log.info("fold %s: member %s reused from %s", name, member.name, done)
-            models.append(keras.models.load_model(done, compile=False))
-        else:
-            models.append(fit(train, member, threads=threads, progress=False))
-    return ensemble(models)
 
 
 def int8_fold(name: str, out_dir: Path, temperature: float, pool: DigitSet, groups: tuple[str, ...]) -> None:

@@ -29,23 +29,11 @@ class Recipe:
     faint: float = 0.0  # share of crops with their contrast cut to 12-45 % (dull windows, pale digits)
     bar_share: float = 0.0  # share of each batch given a band across the middle (bar_across), flat target
     normalize: bool = False  # each window to mean 0, deviation 1 inside the network (training.model)
-    members: tuple[str, ...] = ()  # an ensemble: these recipes, trained apart, logits averaged in one model
 
     def replace(self, **changes: Any) -> Recipe:
         return dataclasses.replace(self, **changes)
 
-    def member_recipes(self) -> list[Recipe]:
-        """The members of an ensemble, with this recipe's epochs and simulated crops (so ``--epochs``
-        and ``--sim 0`` of the command line reach them)."""
-        out = []
-        for m in self.members:
-            r = RECIPES[m].replace(epochs=self.epochs, sim=self.sim)
-            out.append(r.replace(sim_misplaced=0) if self.sim == 0 else r)
-        return out
-
     def describe(self) -> dict[str, Any]:
-        if self.members:  # an ensemble is its members; its own network fields are unused
-            return {"name": self.name, "epochs": self.epochs, "members": [r.describe() for r in self.member_recipes()]}
         return dataclasses.asdict(self)
 
 
@@ -67,14 +55,9 @@ RECIPES: dict[str, Recipe] = {
     "v2n": Recipe("v2n", epochs=12, strong=True, trouble=0.04, misplaced=0.06, sim_misplaced=2000, zoom_out=0.2,
                   small_flat=False, faint=0.25, normalize=True),
     # v2n with 3 % of each batch a band across the middle, trained flat (v2n read 12.7 % of such
-    # val crops confidently on its val-meters fold).
+    # val crops confidently on its val-meters fold). Cross-validated, not shipped (docs/model.md).
     "v2nb": Recipe("v2nb", epochs=12, strong=True, trouble=0.04, misplaced=0.06, sim_misplaced=2000, zoom_out=0.2,
                    small_flat=False, faint=0.25, normalize=True, bar_share=0.03),
-    # v2n with another seed: the second member of the ensemble.
-    "v2n-s2": Recipe("v2n-s2", epochs=12, seed=20240602, strong=True, trouble=0.04, misplaced=0.06,
-                     sim_misplaced=2000, zoom_out=0.2, small_flat=False, faint=0.25, normalize=True),
-    # two v2n networks (two seeds) in one model: their logits averaged, one call per frame.
-    "v2e": Recipe("v2e", epochs=12, members=("v2n", "v2n-s2")),
     # a wider network with the same augmentation.
     "v2-wide": Recipe("v2-wide", filters=(32, 64, 96), dense=256, strong=True, trouble=0.04, misplaced=0.06,
                       sim_misplaced=2000),

@@ -110,16 +110,8 @@ def load_pool(root: Path, recipe: Recipe, *, limit: int | None = None, splits: t
 
 def fit(train: DigitSet, recipe: Recipe, *, threads: int | None = None,
         on_epoch: Callable[[int, Any], None] | None = None, progress: bool = True) -> Any:
-    """Train the network of ``recipe`` on ``train`` (real and simulated crops); returns the Keras model.
-
-    An ensemble recipe (``members``) trains each member recipe in turn and returns them as one model
-    whose logits are the members' mean (``training.model.ensemble``)."""
+    """Train the network of ``recipe`` on ``train`` (real and simulated crops); returns the Keras model."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if recipe.members:
-        from training.model import ensemble
-
-        return ensemble([fit(train, r, threads=threads, on_epoch=on_epoch, progress=progress)
-                         for r in recipe.member_recipes()])
     import keras
     import tensorflow as tf  # type: ignore[import-untyped]
     from tqdm import tqdm
@@ -194,8 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("models"), help="folder for digits.tflite + digits.json")
     ap.add_argument("--recipe", default=SHIPPED, choices=sorted(RECIPES), help="training recipe (training/recipe.py)")
     ap.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
-    ap.add_argument("--seed", type=int, default=None,
-                    help="override the recipe's seed (an ensemble's members keep their own)")
+    ap.add_argument("--seed", type=int, default=None, help="override the recipe's seed")
     ap.add_argument("--limit", type=int, default=None, help="use a random subset of N labelled crops (smoke runs)")
     ap.add_argument("--val-limit", type=int, default=None, help="check the int8 model on N val crops (default all)")
     ap.add_argument("--sim", type=int, default=None, help="override the recipe's simulated crops (0: none)")

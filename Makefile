@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 comma := ,
 
 .PHONY: install install-system install-train demo demo-keep test lint bench bench-digits bench-reading bench-agent \
-        bench-bridge bench-bridge-cluster train clean
+        bench-bridge bench-bridge-cluster bench-photo train clean
 
 install: install-system $(STAMP)
 
@@ -71,7 +71,7 @@ lint: install
 train: install-train
 	$(BIN)/python -m training.train --out models/
 
-bench: bench-digits bench-reading bench-agent bench-bridge
+bench: bench-digits bench-reading bench-agent bench-bridge bench-photo
 
 bench-digits: install
 	$(BIN)/python -m bench.digits
@@ -88,6 +88,9 @@ bench-bridge: install
 # The fleet broker: a private 3-node RabbitMQ cluster, 1/2/4 AMQP workers into PostgreSQL (needs rabbitmq-server).
 bench-bridge-cluster: install
 	$(BIN)/python -m bench.bridge --broker rabbitmq --workers 1,2,4
+
+bench-photo: install
+	$(BIN)/python -m bench.photo
 
 clean:
 	rm -rf demo-out bench-out build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -31,7 +31,7 @@ import numpy as np
 from contract.images import MAX_PIXELS, MAX_SIDE, ImageRefused
 from meter_vision.geometry import rotation_matrix
 from meter_vision.wheels import candidates
-from meter_vision.windows import NoCounterFound, propose_windows
+from meter_vision.windows import NoCounterFound, Proposal, propose_windows
 
 if TYPE_CHECKING:
     from meter_vision.infer.model import DigitModel, DigitPrediction
@@ -48,9 +48,12 @@ MAX_PLACED = 1
 CONTINUES = 0.95
 """A digit read this sure one pitch beyond either end of the row: the row goes on, so it may not be the
 counter (a ruler, a serial number, a label) or the meter has more wheels than registered."""
-LAST_TURNING = 0.9
-"""The lowest wheel this far past its digit shows the next one nearly as much: which one it is, a window a
-little off-centre decides, so a person checks (the value proposed is the digit reached)."""
+PRINTED = 0.8
+"""Digits that fill this much of their pitch are printed numbers, not wheels (measured: counters 0.4–0.75,
+blurred ones up to 0.83; a sticker 0.82, a serial number 0.88)."""
+STEEP_MARGIN = 0.1
+"""A counter found turned by more than 45° must read this much more confidently (mean over the wheels) than
+the best row found within 45°."""
 CENTRED = 0.04
 """Wheels above the lowest this close (in digits, on average) to where the wheel below puts them: the
 windows are centred and need no vertical search."""
@@ -186,21 +189,49 @@ def _apply(m: np.ndarray, pts: Sequence[tuple[float, float]] | np.ndarray) -> np
 
 
 def _find(image: np.ndarray, region: tuple[int, int, int, int], wheels: int, model: DigitModel) -> _Windows | None:
-    """The counter's windows inside `region` (x, y, w, h) of `image`, or None."""
+    """The counter's windows inside `region` (x, y, w, h) of `image`, or None.
+
+    Looked for turned up to 45° either way first (most photos); only when that finds no row the model
+    reads confidently, also in the region turned by a quarter (a counter at 45–90°, e.g. a meter on a
+    vertical pipe), and the better read of the two is kept. Searching ±90° at once lets more rows of
+    other marks compete with the counter."""
     x0, y0, rw, rh = region
     sub = image[y0:y0 + rh, x0:x0 + rw]
 
     def conf(crops: list[np.ndarray]) -> list[float]:
         return [p.confidence for p in _classify(model, crops)]
 
-    try:
-        prop = propose_windows(sub, digits=wheels, confidences=conf)
-    except NoCounterFound:
+    def propose(img: np.ndarray) -> Proposal | None:
+        try:
+            return propose_windows(img, digits=wheels, confidences=conf)
+        except NoCounterFound:
+            return None
+
+    def quality(prop: Proposal | None) -> float:
+        return float(np.mean(prop.confidences)) if prop is not None and prop.confidences else -1.0
+
+    to_region = _translate(-x0, -y0)
+    prop = propose(sub)
+    turn, turned_deg = np.eye(3), 0.0
+    if prop is None or min(prop.confidences or [0.0]) < model.threshold or prop.found < wheels - MAX_PLACED:
+        # ROTATE_90_CLOCKWISE maps (x, y) to (h - 1 - y, x); the counter-clockwise turn (x, y) to (y, w - 1 - x)
+        quarters = ((cv2.ROTATE_90_CLOCKWISE, np.array([[0, -1, rh - 1], [1, 0, 0], [0, 0, 1]], np.float64), 90.0),
+                    (cv2.ROTATE_90_COUNTERCLOCKWISE, np.array([[0, 1, 0], [-1, 0, rw - 1], [0, 0, 1]], np.float64),
+                     -90.0))
+        best = quality(prop) + STEEP_MARGIN
+        for code, matrix, deg in quarters:
+            steep = propose(cv2.rotate(sub, code))
+            if steep is not None and quality(steep) > best:
+                prop, turn, turned_deg, best = steep, matrix, deg, quality(steep)
+        if turned_deg:
+            rw, rh = rh, rw
+    if prop is None:
         return None
-    # photo -> region -> region turned by the proposal's rotation (the frame the windows are in)
-    straight = rotation_matrix(rw, rh, prop.rotation_deg) @ _translate(-x0, -y0)
+    # photo -> region (-> a quarter turn) -> turned by the proposal's rotation: the frame the windows are in
+    straight = rotation_matrix(rw, rh, prop.rotation_deg) @ turn @ to_region
+    rotation = prop.rotation_deg + turned_deg
     rects = [(float(r.x), float(r.y), float(r.w), float(r.h)) for r in prop.rows]
-    return _Windows(straight, rects, prop.rotation_deg, prop.found, list(prop.notes))
+    return _Windows(straight, rects, rotation, prop.found, list(prop.notes))
 
 
 def _even_split(box: tuple[int, int, int, int], wheels: int) -> _Windows:
@@ -276,7 +307,53 @@ def read_photo(image_bgr: np.ndarray, *, digits: int, decimals: int, model: Digi
     preds = [by_k[shift + k] for k in range(wheels)]
     if found.found and wheels >= 2:
         found, preds = _centre_vertically(image, found, preds, use)
-    return _decide(found, preds, side, digits, decimals, use, start)
+    spacing = _spacing(image, found) if found.found and wheels >= 3 else None
+    return _decide(found, preds, side, spacing, digits, decimals, use, start)
+
+
+def _ink_width(crop: np.ndarray) -> float | None:
+    """Width (pixels) of the digit in the middle of a wheel's window: the connected blob of ink (dark on
+    light or light on dark, whichever is the smaller blob) nearest the centre, at least a third as tall as
+    the window; None when there is none."""
+    grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if crop.ndim == 3 else crop
+    h, w = grey.shape[:2]
+    if h < 8 or w < 4:
+        return None
+    _, binary = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    best: tuple[float, float] | None = None  # (area, width)
+    for ink in (binary, 255 - binary):
+        n, _, stats, cents = cv2.connectedComponentsWithStats(ink, connectivity=8)
+        for i in range(1, n):
+            _, _, bw, bh, area = (int(v) for v in stats[i])
+            if bh < h / 3 or bw >= w - 1 or area < 0.03 * w * h:
+                continue
+            if abs(cents[i][0] - w / 2) > w / 4 or abs(cents[i][1] - h / 2) > h / 3:
+                continue
+            if best is None or area < best[0]:
+                best = (float(area), float(bw))
+    return None if best is None else best[1]
+
+
+def _spacing(image: np.ndarray, found: _Windows) -> float | None:
+    """How much of the pitch the digits fill (widest third of the wheels, so the narrow 1s do not count):
+    printed numbers (a serial number, a label) fill about 0.8 of it; a counter's wheels, each in its own
+    window, about half."""
+    if len(found.rects) < 3:
+        return None
+    pitch = (found.rects[-1][0] - found.rects[0][0]) / (len(found.rects) - 1)
+    if pitch <= 0:
+        return None
+    widths = []
+    for x, y, w, h in found.rects:
+        cx = x + w / 2
+        wide = _crop(image, found.straight, (cx - pitch / 2, y, pitch, h))  # the whole pitch, not the window
+        ink = _ink_width(wide)
+        if ink is not None:
+            widths.append(ink / pitch)
+    if len(widths) < max(3, len(found.rects) // 2):
+        return None
+    widths.sort()
+    return float(np.median(widths[len(widths) * 2 // 3:]))
 
 
 def _off_centre(preds: Sequence[DigitPrediction]) -> float:
@@ -352,18 +429,12 @@ def _best_shift(found: _Windows, by_k: dict[int, DigitPrediction], placed: int) 
     return _Windows(found.straight, rects, found.rotation_deg, found.found, [*found.notes, note]), best
 
 
-def _plus_one(ds: Sequence[int]) -> list[int]:
-    """The digits one step of the lowest wheel later (a carry through the 9s; 999 wraps to 000)."""
-    width = len(ds)
-    return [int(c) for c in str((int("".join(map(str, ds))) + 1) % 10 ** width).zfill(width)]
-
-
 def _counts_up(ds: Sequence[int]) -> bool:
     return len(ds) >= 4 and all((b - a) % 10 == 1 for a, b in itertools.pairwise(ds))
 
 
-def _decide(found: _Windows, preds: Sequence[DigitPrediction], side: dict[str, DigitPrediction], digits: int,
-            decimals: int, model: DigitModel, start: float) -> PhotoReading:
+def _decide(found: _Windows, preds: Sequence[DigitPrediction], side: dict[str, DigitPrediction],
+            spacing: float | None, digits: int, decimals: int, model: DigitModel, start: float) -> PhotoReading:
     n = digits + decimals
     back = np.linalg.inv(found.straight)
     wheel_out = []
@@ -401,11 +472,6 @@ def _decide(found: _Windows, preds: Sequence[DigitPrediction], side: dict[str, D
         alt = _fmt(strict[1].digits, digits, decimals)
         reasons.append(f"{_plural(between)} (from the left) {'stands' if len(between) == 1 else 'stand'} between two "
                        f"digits: {value} or {alt}")
-    last = positions[-1] % 10
-    if shown and last - math.floor(last) >= LAST_TURNING:
-        nxt = _fmt(_plus_one(shown[0].digits), digits, decimals)
-        reasons.append(f"the last wheel is turning from {math.floor(last)} to {(math.floor(last) + 1) % 10}: "
-                       f"{value} or {nxt}")
     if placed > MAX_PLACED:
         reasons.append(f"only {found.found} of {n} wheels were seen as digits; the others were placed beside them"
                        if found.found else "no digits were seen inside the box; it was divided into equal wheels")
@@ -416,6 +482,9 @@ def _decide(found: _Windows, preds: Sequence[DigitPrediction], side: dict[str, D
     if shown and _counts_up(shown[0].digits):
         reasons.append("the digits count up one by one, like a ruler's or a dial's scale: check that the boxes are "
                        "on the counter")
+    if spacing is not None and spacing >= PRINTED:
+        reasons.append(f"the digits fill {spacing:.0%} of their spacing, like printed numbers (a serial number, a "
+                       "label), not a counter's wheels: check that the boxes are on the counter")
     status: Status = "unsure" if reasons else "ok"
     confidence = min(confs) if confs else 0.0
     return PhotoReading(value, status, confidence, "; ".join(reasons) or None, counter, found.rotation_deg,

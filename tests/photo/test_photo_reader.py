@@ -8,6 +8,7 @@ import json
 import math
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -50,6 +51,19 @@ def test_real_meter_with_a_serial_number_above_the_counter(shared_data: Path, di
     result = read_photo(img, digits=5, decimals=0, model=digit_model)
     assert result.status != "ok" or result.value == "00016", result
     assert result.value == "00016"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("turn", [cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_90_COUNTERCLOCKWISE])
+def test_a_counter_turned_by_a_quarter(shared_data: Path, digit_model: DigitModel, turn: int) -> None:
+    """A meter on a vertical pipe: the counter reads top to bottom or bottom to top; the first wheel's box
+    is at the right end."""
+    img = cv2.rotate(read_bgr(shared_data / "frames/ai-on-the-edge-default-config/reference.jpg"), turn)
+    result = read_photo(img, digits=5, decimals=0, model=digit_model)
+    assert result.value == "00016" and result.status == "ok", result
+    assert 80 < abs(result.rotation_deg) < 100
+    first, last = result.boxes[0], result.boxes[-1]
+    assert (first[1] < last[1]) == (turn == cv2.ROTATE_90_CLOCKWISE)  # wheel 1 above wheel 5 when turned clockwise
 
 
 @pytest.mark.slow

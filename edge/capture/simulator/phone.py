@@ -12,6 +12,7 @@ and each wheel's centre in the scene's pixels.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,12 +128,12 @@ def _meter_cutout(style: MeterStyle, value: float, rng: np.random.Generator) -> 
     return img, mask
 
 
-def _homography(src_w: int, src_h: int, dst_w: int, dst_h: int, rng: np.random.Generator, *,
+def _homography(centre: tuple[float, float], r: float, dst_w: int, dst_h: int, rng: np.random.Generator, *,
                 size: float, angle_deg: float, tilt: float) -> np.ndarray:
-    """Meter-face pixels -> photo pixels: scaled so the housing is `size` of the photo's short side, turned by
-    `angle_deg`, seen obliquely (`tilt`: how much one side is foreshortened), placed inside the photo."""
-    cx, cy = CENTER
-    r = FACE_R + 34
+    """Meter pixels -> photo pixels: the meter (a disc of radius `r` about `centre`) scaled to `size` of the
+    photo's short side, turned by `angle_deg`, seen obliquely (`tilt`: how much one side is foreshortened),
+    placed inside the photo."""
+    cx, cy = centre
     scale = size * min(dst_w, dst_h) / (2 * r)
     src = np.array([[cx - r, cy - r], [cx + r, cy - r], [cx + r, cy + r], [cx - r, cy + r]], np.float32)
     d = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float32) * r * scale
@@ -165,20 +166,35 @@ def _warp_points(m: np.ndarray, pts: Any) -> np.ndarray:
 
 def phone_photo(rng: np.random.Generator, *, value: float | None = None, style: MeterStyle | None = None,
                 size: tuple[int, int] = (1600, 1200), hard: bool = False) -> PhonePhoto:
-    """One phone-style photo of a random meter. `hard` adds more of everything (stronger tilt, glare over
-    the counter, a finger over the glass, heavier blur)."""
-    w, h = size
-    if rng.random() < 0.3:  # portrait
-        w, h = h, w
+    """One phone-style photo of a random simulated meter (5 black and 3 red wheels). `hard` adds more of
+    everything (stronger tilt, glare over the counter, a finger over the glass, heavier blur)."""
     style = style or MeterStyle.random(rng)
     if value is None:
         value = float(rng.uniform(0, 99999.999))
         if rng.random() < 0.25:  # a wheel caught rolling
             value = math.floor(value) + float(rng.uniform(0.9985, 0.99999))
-    tags: list[str] = []
     meter, mask = _meter_cutout(style, value, rng)
+    wx, wy, ww, wh = WINDOW
+    return phone_shot(rng, meter, mask, centre=CENTER, radius=FACE_R + 34,
+                      window=[(wx, wy), (wx + ww, wy), (wx + ww, wy + wh), (wx, wy + wh)],
+                      wheels=[(x + rw / 2, y + rh / 2) for x, y, rw, rh in ROIS], value=format_value(value),
+                      reading=value, digits=N_INT, decimals=N_DEC, size=size, hard=hard)
+
+
+def phone_shot(rng: np.random.Generator, meter: np.ndarray, mask: np.ndarray, *, centre: tuple[float, float],
+               radius: float, window: Sequence[tuple[float, float]], wheels: Sequence[tuple[float, float]],
+               value: str, reading: float, digits: int, decimals: int, size: tuple[int, int] = (1600, 1200),
+               hard: bool = False) -> PhonePhoto:
+    """A picture of a meter (`meter`, where `mask` > 0; any size: a rendered one or a real photo) taken again
+    as a resident would: put into a scene at a random place, size, angle and obliquity, with clutter,
+    glare, dirt, a finger, blur, noise and JPEG. `window` is the counter window's four corners and `wheels`
+    the wheel centres in `meter`'s pixels; `centre` and `radius` the part of `meter` that is the meter."""
+    w, h = size
+    if rng.random() < 0.3:  # portrait
+        w, h = h, w
+    tags: list[str] = []
     scene = _background(w, h, rng)
-    m = _homography(meter.shape[1], meter.shape[0], w, h, rng,
+    m = _homography(centre, radius, w, h, rng,
                     size=float(rng.uniform(0.45, 0.95)),
                     angle_deg=float(rng.uniform(-35, 35) if rng.random() < 0.7 else rng.uniform(-8, 8)),
                     tilt=float(rng.uniform(0.0, 0.35 if hard else 0.25)))
@@ -187,12 +203,11 @@ def phone_photo(rng: np.random.Generator, *, value: float | None = None, style: 
     tags += _clutter(scene, rng, wmask[..., 0] > 0)
     img: Any = scene.astype(np.float32) * (1 - wmask) + warped.astype(np.float32) * wmask
 
-    wx, wy, ww, wh = WINDOW
-    corners = _warp_points(m, [[wx, wy], [wx + ww, wy], [wx + ww, wy + wh], [wx, wy + wh]])
+    corners = _warp_points(m, list(window))
     x0, y0 = corners.min(axis=0)
     x1, y1 = corners.max(axis=0)
     counter_box = (int(x0), int(y0), math.ceil(x1 - x0), math.ceil(y1 - y0))
-    centres = [(float(p[0]), float(p[1])) for p in _warp_points(m, [[x + rw / 2, y + rh / 2] for x, y, rw, rh in ROIS])]
+    centres = [(float(p[0]), float(p[1])) for p in _warp_points(m, list(wheels))]
 
     yy: Any
     xx: Any
@@ -205,7 +220,8 @@ def phone_photo(rng: np.random.Generator, *, value: float | None = None, style: 
         if rng.random() < (0.5 if hard else 0.0):
             tags.append("finger_on_counter")
         else:  # beside the counter, on the face
-            far = _warp_points(m, [[CENTER[0] + rng.uniform(-120, 120), CENTER[1] + rng.uniform(60, 150)]])[0]
+            far = _warp_points(m, [[centre[0] + rng.uniform(-0.5, 0.5) * radius,
+                                    centre[1] + rng.uniform(0.25, 0.65) * radius]])[0]
             fx, fy = float(far[0]), float(far[1])
         radius = float(np.hypot(*(np.array(centres[1]) - np.array(centres[0])))) * rng.uniform(0.8, 1.6)
         a = rng.uniform(0, 2 * np.pi)
@@ -252,4 +268,4 @@ def phone_photo(rng: np.random.Generator, *, value: float | None = None, style: 
     out: Any = np.clip(img, 0, 255).astype(np.uint8)
     ok, jpeg = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(60, 95))])
     out = cv2.imdecode(jpeg, cv2.IMREAD_COLOR) if ok else out
-    return PhonePhoto(out, format_value(value), value, N_INT, N_DEC, counter_box, centres, tuple(tags), tuple(occluded))
+    return PhonePhoto(out, value, reading, digits, decimals, counter_box, centres, tuple(tags), tuple(occluded))

@@ -54,6 +54,10 @@ blurred ones up to 0.83; a sticker 0.82, a serial number 0.88)."""
 STEEP_MARGIN = 0.1
 """A counter found turned by more than 45° must read this much more confidently (mean over the wheels) than
 the best row found within 45°."""
+LAST_TURNING = 0.9
+"""The lowest wheel read this far past its digit may as well be on the next one (a position read 0.1 low
+turns a settled 530 into 529.9, and the carry makes it 00529): unsure, the value proposed is the digit
+reached."""
 CENTRED = 0.04
 """Wheels above the lowest this close (in digits, on average) to where the wheel below puts them: the
 windows are centred and need no vertical search."""
@@ -429,6 +433,12 @@ def _best_shift(found: _Windows, by_k: dict[int, DigitPrediction], placed: int) 
     return _Windows(found.straight, rects, found.rotation_deg, found.found, [*found.notes, note]), best
 
 
+def _plus_one(ds: Sequence[int]) -> list[int]:
+    """The digits one step of the lowest wheel later (a carry through the 9s; 999 wraps to 000)."""
+    width = len(ds)
+    return [int(c) for c in str((int("".join(map(str, ds))) + 1) % 10 ** width).zfill(width)]
+
+
 def _counts_up(ds: Sequence[int]) -> bool:
     return len(ds) >= 4 and all((b - a) % 10 == 1 for a, b in itertools.pairwise(ds))
 
@@ -472,6 +482,11 @@ def _decide(found: _Windows, preds: Sequence[DigitPrediction], side: dict[str, D
         alt = _fmt(strict[1].digits, digits, decimals)
         reasons.append(f"{_plural(between)} (from the left) {'stands' if len(between) == 1 else 'stand'} between two "
                        f"digits: {value} or {alt}")
+    last = positions[-1] % 10
+    if shown and last - math.floor(last) >= LAST_TURNING:
+        nxt = _fmt(_plus_one(shown[0].digits), digits, decimals)
+        reasons.append(f"the last wheel is turning from {math.floor(last)} to {(math.floor(last) + 1) % 10}: "
+                       f"{value} or {nxt}")
     if placed > MAX_PLACED:
         reasons.append(f"only {found.found} of {n} wheels were seen as digits; the others were placed beside them"
                        if found.found else "no digits were seen inside the box; it was divided into equal wheels")

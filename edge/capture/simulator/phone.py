@@ -168,6 +168,7 @@ def phone_photo(rng: np.random.Generator, *, value: float | None = None, style: 
                 size: tuple[int, int] = (1600, 1200), hard: bool = False) -> PhonePhoto:
     """One phone-style photo of a random simulated meter (5 black and 3 red wheels). `hard` adds more of
     everything (stronger tilt, glare over the counter, a finger over the glass, heavier blur)."""
+    portrait = bool(rng.random() < 0.3)  # drawn first: tests rely on what a seed gives
     style = style or MeterStyle.random(rng)
     if value is None:
         value = float(rng.uniform(0, 99999.999))
@@ -178,19 +179,19 @@ def phone_photo(rng: np.random.Generator, *, value: float | None = None, style: 
     return phone_shot(rng, meter, mask, centre=CENTER, radius=FACE_R + 34,
                       window=[(wx, wy), (wx + ww, wy), (wx + ww, wy + wh), (wx, wy + wh)],
                       wheels=[(x + rw / 2, y + rh / 2) for x, y, rw, rh in ROIS], value=format_value(value),
-                      reading=value, digits=N_INT, decimals=N_DEC, size=size, hard=hard)
+                      reading=value, digits=N_INT, decimals=N_DEC, size=size, hard=hard, portrait=portrait)
 
 
 def phone_shot(rng: np.random.Generator, meter: np.ndarray, mask: np.ndarray, *, centre: tuple[float, float],
                radius: float, window: Sequence[tuple[float, float]], wheels: Sequence[tuple[float, float]],
                value: str, reading: float, digits: int, decimals: int, size: tuple[int, int] = (1600, 1200),
-               hard: bool = False) -> PhonePhoto:
+               hard: bool = False, portrait: bool | None = None) -> PhonePhoto:
     """A picture of a meter (`meter`, where `mask` > 0; any size: a rendered one or a real photo) taken again
     as a resident would: put into a scene at a random place, size, angle and obliquity, with clutter,
     glare, dirt, a finger, blur, noise and JPEG. `window` is the counter window's four corners and `wheels`
     the wheel centres in `meter`'s pixels; `centre` and `radius` the part of `meter` that is the meter."""
     w, h = size
-    if rng.random() < 0.3:  # portrait
+    if portrait if portrait is not None else rng.random() < 0.3:
         w, h = h, w
     tags: list[str] = []
     scene = _background(w, h, rng)
@@ -220,8 +221,9 @@ def phone_shot(rng: np.random.Generator, meter: np.ndarray, mask: np.ndarray, *,
         if rng.random() < (0.5 if hard else 0.0):
             tags.append("finger_on_counter")
         else:  # beside the counter, on the face
-            far = _warp_points(m, [[centre[0] + rng.uniform(-0.5, 0.5) * radius,
-                                    centre[1] + rng.uniform(0.25, 0.65) * radius]])[0]
+            unit = radius / (FACE_R + 34)  # the simulated meter's face in pixels of this picture
+            far = _warp_points(m, [[centre[0] + rng.uniform(-120, 120) * unit,
+                                    centre[1] + rng.uniform(60, 150) * unit]])[0]
             fx, fy = float(far[0]), float(far[1])
         radius = float(np.hypot(*(np.array(centres[1]) - np.array(centres[0])))) * rng.uniform(0.8, 1.6)
         a = rng.uniform(0, 2 * np.pi)

@@ -37,6 +37,9 @@ class SimDevice:
 
     def __post_init__(self) -> None:
         self._node = 0
+        self._silent_rounds = 0
+        self._acked_at_last_round = 0
+        self.reconnects = 0  # reconnections after acks stopped coming
         self.subscribed = threading.Event()
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.device_id, protocol=mqtt.MQTTv311,
                         clean_session=False)
@@ -81,10 +84,27 @@ class SimDevice:
         self.client.publish(topics.reading(self.device_id), reading(self.device_id, seq).to_json_bytes(), qos=1)
 
     def resend_unacked(self, older_than_s: float) -> int:
-        """What a real device's outbox does: publish again what the bridge has not acked in time."""
+        """What a real device's outbox does: publish again what the bridge has not acked in time.
+
+        After three rounds of resends without a single new ack the device reconnects: RabbitMQ 3.10 was
+        seen to stop delivering (part of) a connected device's acks after its session queue's leader
+        moved to another node (docs/operate-city-scale.md, "Failure modes"); a new connection gets a
+        new consumer on the queue."""
         now = time.monotonic()
         with self.lock:
             due = [s for s, t in self.sent_at.items() if s not in self.acked and now - t > older_than_s]
+            acked = len(self.acked)
+        if not due:
+            return 0
+        self._silent_rounds = self._silent_rounds + 1 if acked == self._acked_at_last_round else 0
+        self._acked_at_last_round = acked
+        if self._silent_rounds >= 3:
+            self._silent_rounds = 0
+            self.reconnects += 1
+            self.client.disconnect()
+            self.client.loop_stop()
+            self.client.connect_async("127.0.0.1", self.port, keepalive=10)
+            self.client.loop_start()
         for s in due:
             self.send(s)
         return len(due)

@@ -52,6 +52,12 @@ def consumers(cluster: RabbitCluster, queue: str) -> int:
     return int(r.json().get("consumers") or 0) if r.status_code == 200 else 0
 
 
+def queue_state(cluster: RabbitCluster, queue: str) -> str:
+    q = cluster.api("GET", f"/api/queues/%2F/{queue}").json()
+    keys = ("consumers", "messages", "messages_ready", "messages_unacknowledged", "leader", "members", "online")
+    return f"{queue}: {({k: q.get(k) for k in keys})}"
+
+
 def stored(engine: Engine) -> int:
     with engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(readings)).scalar_one())
@@ -133,17 +139,17 @@ def test_device_accounts_reach_only_their_own_topics(cluster: RabbitCluster, bri
     c.username_pw_set("acct-a", pw["acct-a"])
     c.on_message = lambda _c, _u, m: got.append(m.topic)
     c.on_disconnect = lambda *_a: closed.set()
-    c.connect("127.0.0.1", cluster.nodes[1].mqtt_port)
+    c.connect("127.0.0.1", cluster.nodes[1].mqtt_port, keepalive=60)
     c.loop_start()
     try:
         assert c.subscribe(topics.ack("acct-a"), qos=1)[0] == 0
         # Its own reading topic is open: the broker answers the QoS 1 publish.
         info = c.publish(topics.reading("acct-a"), reading("acct-a", 1).to_json_bytes(), qos=1)
-        info.wait_for_publish(10)
+        info.wait_for_publish(30)
         assert info.is_published() and not closed.is_set()
         # Another device's topic is not: RabbitMQ (MQTT 3.1.1) closes the connection.
         c.publish(topics.reading("acct-b"), reading("acct-b", 1).to_json_bytes(), qos=1)
-        assert closed.wait(10), "a device published on another device's topic"
+        assert closed.wait(30), "a device published on another device's topic"
     finally:
         c.disconnect()
         c.loop_stop()
@@ -154,7 +160,7 @@ def test_device_accounts_reach_only_their_own_topics(cluster: RabbitCluster, bri
     bad.on_connect = lambda _c, _u, _f, rc, _p=None: codes.append(rc)
     bad.connect("127.0.0.1", cluster.nodes[2].mqtt_port)
     bad.loop_start()
-    assert wait_until(lambda: bool(codes), 10)
+    assert wait_until(lambda: bool(codes), 30)
     bad.loop_stop()
     assert codes[0].is_failure and codes[0].value in (0x86, 0x87), codes
     # Retire: the account goes and its connections are closed.
@@ -214,7 +220,8 @@ def test_node_and_worker_killed_mid_stream_every_reading_stored_once_every_devic
         assert stored(engine) == total, (stored(engine), log.read_text()[-3000:])
         missing = {d.device_id: sorted(set(range(1, per_device + 1)) - set(d.acked)) for d in devices
                    if not d.all_acked(per_device)}
-        assert not missing, f"devices without acks: {missing}"
+        assert not missing, f"devices without acks: {missing}; their session queues: " + "; ".join(
+            queue_state(cluster, f"mqtt-subscription-{d}qos1") for d in missing)
         with engine.connect() as conn:
             rows = conn.execute(select(readings.c.device_id, readings.c.seq, readings.c.value)).all()
             received = conn.execute(select(func.sum(counters.c.value)).where(counters.c.name == "received")

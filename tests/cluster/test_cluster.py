@@ -268,3 +268,51 @@ def test_permissions_are_the_mqtt_acls_as_routing_key_patterns() -> None:
     assert not write.fullmatch("bridge.fleet") and not write.fullmatch("meters.dev-7x.reading")
     assert read.fullmatch("meters.dev-7.ack") and read.fullmatch("meters.dev-7.cmd.*")
     assert not read.fullmatch("meters.dev-8.ack") and not read.fullmatch("meters.*.ack") and not read.fullmatch("#")
+
+
+def test_the_edge_link_speaks_mqtt_3_1_1_to_the_fleet_broker(cluster: RabbitCluster, bridge_env: dict[str, str],
+                                                               store_url: str, tmp_path: Path) -> None:
+    """The device's own MQTT link with `mqtt.protocol = "3.1.1"` (RabbitMQ 3.10 has no MQTT 5): it logs in
+    with its account, its QoS 1 publish is answered, and a wrong password is reported as not authorised."""
+    import queue as queue_mod
+
+    from edge.config import MqttConfig
+    from edge.transport.mqtt import Connected, ConnectFailed, MqttLink, PubAck
+
+    pw = add_devices(bridge_env, store_url, ["edge-311"])
+    (tmp_path / "pw").write_text(pw["edge-311"] + "\n")
+    (tmp_path / "bad").write_text("not-the-password\n")
+
+    def first(events: queue_mod.Queue[Any], kind: type, timeout: float = 30.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                e = events.get(timeout=0.5)
+            except queue_mod.Empty:
+                continue
+            if isinstance(e, kind):
+                return e
+            if isinstance(e, ConnectFailed) and kind is not ConnectFailed:
+                raise AssertionError(f"refused: {e}")
+        raise AssertionError(f"no {kind.__name__} within {timeout}s")
+
+    port = cluster.nodes[2].mqtt_port
+    events: queue_mod.Queue[Any] = queue_mod.Queue()
+    link = MqttLink(MqttConfig(port=port, password_file=str(tmp_path / "pw"), protocol="3.1.1"), "edge-311", events)
+    link.start()
+    try:
+        first(events, Connected)
+        mid = link.publish(topics.reading("edge-311"), reading("edge-311", 1).to_json_bytes(), qos=1)
+        assert mid is not None
+        ack = first(events, PubAck)
+        assert ack.mid == mid and ack.refused is None
+    finally:
+        link.stop()
+    events = queue_mod.Queue()
+    bad = MqttLink(MqttConfig(port=port, password_file=str(tmp_path / "bad"), protocol="3.1.1"), "edge-311", events)
+    bad.start()
+    try:
+        failed = first(events, ConnectFailed)
+        assert failed.not_authorized, failed
+    finally:
+        bad.stop()

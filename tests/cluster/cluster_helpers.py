@@ -48,6 +48,7 @@ class SimDevice:
         c.reconnect_delay_set(1, 2)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
+        c.on_connect_fail = self._on_connect_fail  # a dead node refuses the TCP connection: try the next
         c.on_message = self._on_message
         c.on_subscribe = lambda *_a: self.subscribed.set()
         self.client = c
@@ -68,6 +69,10 @@ class SimDevice:
 
     def _on_disconnect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
         # Next node (paho reconnects to whatever connect_async set last).
+        self._node += 1
+        client.connect_async("127.0.0.1", self.port, keepalive=10)
+
+    def _on_connect_fail(self, client: mqtt.Client, _u: Any) -> None:
         self._node += 1
         client.connect_async("127.0.0.1", self.port, keepalive=10)
 

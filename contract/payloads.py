@@ -90,6 +90,10 @@ def _omit_none(value: object) -> bool:
     return value is None
 
 
+def _omit_zero(value: object) -> bool:
+    return value == 0
+
+
 class Reading(_Wire):
     """One meter reading as the device publishes it on `meters/{device_id}/reading`.
 
@@ -155,6 +159,10 @@ class Telemetry(_Strict):
     last_seq: int | None = None
     commands_refused: int = Field(default=0, ge=0)
     reanchors: int = Field(default=0, ge=0, description="times the device re-anchored its accepted value by itself")
+    stall_reconnects: int = Field(
+        default=0, ge=0, exclude_if=_omit_zero,
+        description="times the device reconnected because no ack came through mqtt.stall_rounds rounds of resends "
+                    "(since the agent started); left out while 0, so a bridge without the field still takes it")
     at: UtcTime
 
 

@@ -59,6 +59,11 @@ class MqttConfig(Section):
         300.0, gt=0, description="Wait after the broker refused a reading as not authorised (a config error).")
     ha_discovery: bool = Field(
         True, description="Publish Home Assistant discovery configs (retained); false: remove them from HA.")
+    stall_rounds: int = Field(
+        3, ge=0, le=1000, description="Rounds of resends (one per ack_timeout_s) that bring back no ack at all, "
+        "while connected, before the device drops the connection and connects again (RabbitMQ 3.10 was seen to "
+        "stop delivering a connected device's acks after a node failed: docs/operate-city-scale.md); twice as many "
+        "after a reconnect that brought no ack either (up to 16 times); 0: never.")
 
 
 class HaConfig(Section):

@@ -425,6 +425,7 @@ class Agent:
             last_seq=self.outbox.last_seq(),
             commands_refused=self.stats.commands_refused,
             reanchors=int((self.outbox.reading_state() or {}).get("reanchors", 0)),
+            stall_reconnects=self.session.stall_reconnects,
         )
 
     def publish_telemetry(self) -> None:

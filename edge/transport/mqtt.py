@@ -162,6 +162,20 @@ class MqttLink:
         self.client.disconnect()
         self.client.loop_stop()
 
+    def reconnect(self) -> None:
+        """Drop the connection and connect again, as after a lost connection but without the `offline`
+        will: a clean DISCONNECT (MQTT 5 and 3.1.1 alike keep the session, so acks the broker queues
+        meanwhile are delivered), then paho's own connect with its backoff. What paho holds in flight
+        stays and is resent on the new connection; `Connected` runs the subscribe/`online`/announce again."""
+        self.client.disconnect()
+        self.client.loop_stop()
+        if self._connected.is_set():  # paho's thread ended before it reported the disconnect
+            self._connected.clear()
+            self.events.put(Disconnected("dropped by the agent"))
+        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
+                                  **connect_args(self.cfg, clean_start=False))
+        self.client.loop_start()
+
     @property
     def connected(self) -> bool:
         return self._connected.is_set()

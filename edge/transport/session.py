@@ -11,6 +11,15 @@ On each connection: subscribe (commands, acks, whatever the agent asks for), pub
 reconnect. Then the outbox drains oldest first with at most `mqtt.max_inflight` readings in flight;
 a reading the broker took but the bridge has not acked within `ack_timeout_s` is published again.
 
+A connection that stays up but over which no ack comes back is dropped: after `mqtt.stall_rounds` rounds
+of such resends (at most one round per `ack_timeout_s`) with not a single ack in between, the next
+round is a reconnect instead (RabbitMQ 3.10 was seen to stop delivering a connected device's acks after
+a node failed; a new connection brought them all back: docs/operate-city-scale.md). Any ack, and any
+new connection, starts the count again, and a stalled connection is dropped at most once per
+`stall_rounds` x `ack_timeout_s`. A reconnect that brought no ack either points at the bridge, not the
+broker (down, or its database): the next one waits twice as many rounds, up to 16 times, so a fleet does
+not reconnect in step every few minutes while its bridge is away. Counted in telemetry as `stall_reconnects`.
+
 Retained topics that must only move forward (the meter's state for Home Assistant) go through
 `keep_retained`: one message per topic in flight, the newest after its PUBACK, and everything again on
 each connection. So paho's resend of an older one after a reconnect can never land after a newer one.
@@ -29,6 +38,8 @@ from edge.transport.mqtt import ONLINE, Connected, ConnectFailed, Disconnected, 
 from edge.transport.outbox import Outbox
 
 log = logging.getLogger(__name__)
+
+MAX_STALL_DOUBLINGS = 4  # a bridge silent across reconnects: they come at most 16 x stall_rounds rounds apart
 
 
 class Session:
@@ -53,6 +64,11 @@ class Session:
         self._retained: dict[str, bytes] = {}  # topic -> the newest payload the broker should keep
         self._retained_inflight: dict[int, tuple[str, bytes]] = {}  # mid -> (topic, payload)
         self._retained_acked: dict[str, bytes] = {}  # topic -> payload the broker took on this connection
+        self._silent_rounds = 0  # rounds of resends on this connection with no ack since the first
+        self._round_at: float | None = None  # monotonic time the latest counted round began
+        self._stall_reconnect_at: float | None = None
+        self._stall_streak = 0  # stall reconnects since the latest ack
+        self.stall_reconnects = 0  # connections dropped because acks stopped coming (telemetry)
 
     @property
     def connected(self) -> bool:
@@ -96,14 +112,61 @@ class Session:
         rows = self.outbox.next_to_publish(
             limit=room, exclude=set(self.inflight.values()),
             republish_before=self.outbox.clock() - self.ack_timeout_s)
+        resending = any(row.state == "published" for row in rows)
+        if resending and self._stalled():
+            self._reconnect_stalled()
+            return
         for row in rows:
             if row.state == "published":
-                log.info("seq %d: no ack from the bridge within %.0fs, publishing it again",
+                log.info("seq %d: no ack from the bridge within %.3gs, publishing it again",
                          row.seq, self.ack_timeout_s)
             mid = self.link.publish(topics.reading(self.device_id), row.payload, qos=1)
             if mid is None:
                 return
             self.inflight[mid] = row.seq
+        if resending:
+            self._count_round()
+
+    # -- acks that stop coming on a live connection ----------------------------------------------
+    def _count_round(self) -> None:
+        """Resends went out: a new round unless one began less than `ack_timeout_s` ago (readings
+        published at different times come due one after the other within a round)."""
+        now = time.monotonic()
+        if self._round_at is None or now - self._round_at >= self.ack_timeout_s:
+            self._silent_rounds += 1
+            self._round_at = now
+
+    def _stalled(self) -> bool:
+        """`stall_rounds` rounds of resends (twice as many after each reconnect that brought no ack
+        either) brought back no ack at all, and another is due."""
+        if self.mqtt_cfg.stall_rounds <= 0:
+            return False
+        rounds = self.mqtt_cfg.stall_rounds * 2 ** min(self._stall_streak, MAX_STALL_DOUBLINGS)
+        if self._silent_rounds < rounds or self._round_at is None:
+            return False
+        now = time.monotonic()
+        if now - self._round_at < self.ack_timeout_s:
+            return False  # the latest round is still running
+        window = rounds * self.ack_timeout_s
+        return self._stall_reconnect_at is None or now - self._stall_reconnect_at >= window
+
+    def _reconnect_stalled(self) -> None:
+        self.stall_reconnects += 1
+        log.warning(
+            "no ack from the bridge through %d rounds of resends (%.3gs each) although the connection to the "
+            "broker is up: dropping it and connecting again (a broker can stop delivering a connected device's "
+            "acks, as RabbitMQ 3.10 did after a node failed; a new connection gets them; mqtt.stall_rounds). "
+            "%d such reconnects since the agent started", self._silent_rounds, self.ack_timeout_s,
+            self.stall_reconnects)
+        self._stall_reconnect_at = time.monotonic()
+        self._stall_streak += 1
+        self._reset_rounds()
+        self._ready = False
+        self.link.reconnect()
+
+    def _reset_rounds(self) -> None:
+        self._silent_rounds = 0
+        self._round_at = None
 
     def keep_retained(self, topic: str, payload: bytes) -> None:
         """Have the broker keep `payload` on `topic` (retained, QoS 1), published in call order."""
@@ -163,6 +226,7 @@ class Session:
         log.info("connected to %s:%d (session present: %s)", self.mqtt_cfg.host, self.mqtt_cfg.port,
                  event.session_present)
         self._resending = bool(self.inflight)
+        self._reset_rounds()  # a new connection: count its own rounds
         self._retained_acked.clear()  # say it all again on every connection (a broker may have lost it)
         did = self.device_id
         self.link.subscribe([(topics.cmd_wildcard(did), 1), (topics.ack(did), 1), *self.subscriptions])
@@ -202,6 +266,8 @@ class Session:
         except ValueError as exc:
             log.warning("ignoring an ack that is not an Ack: %s", str(exc).splitlines()[0])
             return
+        self._reset_rounds()  # acks come through (even one for a seq already done)
+        self._stall_streak = 0
         if ack.seq is None:
             log.warning("the bridge acked a message without a seq (%s%s)", ack.state,
                         f": {ack.reason}" if ack.reason else "")

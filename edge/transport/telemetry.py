@@ -40,6 +40,7 @@ def build_telemetry(
     last_seq: int | None,
     commands_refused: int,
     reanchors: int = 0,
+    stall_reconnects: int = 0,
     at: datetime | None = None,
 ) -> Telemetry:
     return Telemetry(
@@ -56,5 +57,6 @@ def build_telemetry(
         last_seq=last_seq,
         commands_refused=commands_refused,
         reanchors=max(int(reanchors), 0),
+        stall_reconnects=max(int(stall_reconnects), 0),
         at=at or datetime.now(UTC),
     )

@@ -57,6 +57,9 @@ def test_an_operator_confirms_a_first_photo_reading_and_it_is_billed(
         page.goto(p.url + "/ops/photos")
         card = page.locator(f"#photo-{pid}")
         assert "00042.137" in card.inner_text() and "прочитано 00042.131" in card.inner_text()
+        # The photos load lazily (`loading="lazy"`): wait for this one rather than read it mid-load.
+        card.locator("img").scroll_into_view_if_needed()
+        page.wait_for_function(f"document.querySelector('#photo-{pid} img').complete")
         assert page.evaluate(f"document.querySelector('#photo-{pid} img').naturalWidth") == 640
         shot(page, "ops-photos-phone.png", tmp_path, full_page=True)
         with page.expect_navigation():

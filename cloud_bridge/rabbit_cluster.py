@@ -316,6 +316,22 @@ class RabbitCluster:
                 self.epmd.wait(5)
             except subprocess.TimeoutExpired:
                 self.epmd.kill()
+        self._kill_stray_epmd()
+
+    def _kill_stray_epmd(self) -> None:
+        """A node that found no epmd on its port (ours not listening yet, or gone) starts `epmd -daemon`
+        itself, outside our process group: ask whatever still answers on our port to quit (it holds no
+        names once every node is down), so no daemon outlives the cluster."""
+        epmd = shutil.which("epmd")
+        if epmd is None:
+            return
+        for _ in range(3):
+            try:
+                r = subprocess.run([epmd, "-port", str(self.epmd_port), "-kill"], capture_output=True, timeout=10)
+            except subprocess.TimeoutExpired:
+                return
+            if r.returncode != 0:  # nothing listens on the port any more
+                return
 
     def __enter__(self) -> RabbitCluster:
         return self.start()

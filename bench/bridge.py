@@ -133,6 +133,19 @@ def _drop_pg(name: str) -> None:
     admin.dispose()
 
 
+def _wait_stored(engine: Any, total: int, progress: Any, task: Any, t0: float, *, poll_s: float) -> None:
+    """Until the store holds `total` readings (the progress bar follows), at most 300 s after `t0`."""
+    n = 0
+    while n < total:
+        with read_only(engine) as conn:
+            n = conn.execute(select(func.count()).select_from(readings)).scalar_one()
+        progress.update(task, completed=n)
+        if time.perf_counter() - t0 > 300:
+            raise RuntimeError(f"only {n} of {total} stored after 300 s")
+        if n < total:
+            time.sleep(poll_s)
+
+
 def bridge_rate(work: Path, db_url: str, workers: int, payloads: list[tuple[str, bytes]],
                 progress: Progress) -> dict[str, Any]:
     engine = open_store(db_url)
@@ -172,15 +185,7 @@ def bridge_rate(work: Path, db_url: str, workers: int, payloads: list[tuple[str,
             t0 = time.perf_counter()
             for topic, payload in payloads:
                 pub.publish(topic, payload, qos=1)
-            n = 0
-            while n < len(payloads):
-                with read_only(engine) as conn:
-                    n = conn.execute(select(func.count()).select_from(readings)).scalar_one()
-                progress.update(task, completed=n)
-                if time.perf_counter() - t0 > 300:
-                    raise RuntimeError(f"only {n} of {len(payloads)} stored after 300 s")
-                if n < len(payloads):
-                    time.sleep(0.01)
+            _wait_stored(engine, len(payloads), progress, task, t0, poll_s=0.01)
             dt = time.perf_counter() - t0
             pub.disconnect()
             pub.loop_stop()
@@ -299,15 +304,7 @@ def rabbit_bridge_rate(cluster: Any, work: Path, db_url: str, workers: int, payl
         task = progress.add_task(f"rabbitmq -> postgresql x{workers}", total=len(payloads))
         t0 = time.perf_counter()
         _publish_spread(pubs, payloads)
-        n = 0
-        while n < len(payloads):
-            with read_only(engine) as conn:
-                n = conn.execute(select(func.count()).select_from(readings)).scalar_one()
-            progress.update(task, completed=n)
-            if time.perf_counter() - t0 > 300:
-                raise RuntimeError(f"only {n} of {len(payloads)} stored after 300 s")
-            if n < len(payloads):
-                time.sleep(0.02)
+        _wait_stored(engine, len(payloads), progress, task, t0, poll_s=0.02)
         dt = time.perf_counter() - t0
         worker_cpu = sum(_cpu_s(p.pid) - cpu0[p.pid] for p in procs)
         with read_only(engine) as conn:  # the workers' backends now (a pool may have opened more since)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from numpy.typing import ArrayLike
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
@@ -44,7 +45,7 @@ def rotate_image(image: np.ndarray, clockwise_deg: float) -> np.ndarray:
     return cv2.warpAffine(image, rotation_matrix(w, h, clockwise_deg)[:2], (w, h), flags=cv2.INTER_LINEAR)
 
 
-def transform_points(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
+def transform_points(m: np.ndarray, pts: ArrayLike) -> np.ndarray:
     """Apply a 2×3 or 3×3 affine matrix to N×2 points."""
     pts = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
     return pts @ np.asarray(m, dtype=np.float64)[:2, :2].T + np.asarray(m, dtype=np.float64)[:2, 2]

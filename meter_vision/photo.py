@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from contract.images import MAX_PIXELS, MAX_SIDE, ImageRefused
-from meter_vision.geometry import rotation_matrix
+from meter_vision.geometry import rotation_matrix, transform_points
 from meter_vision.wheels import candidates
 from meter_vision.windows import NoCounterFound, Proposal, propose_windows
 
@@ -185,11 +185,6 @@ def check_photo(image: np.ndarray) -> np.ndarray:
 
 def _translate(dx: float, dy: float) -> np.ndarray:
     return np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1]], np.float64)
-
-
-def _apply(m: np.ndarray, pts: Sequence[tuple[float, float]] | np.ndarray) -> np.ndarray:
-    p = np.asarray(pts, np.float64).reshape(-1, 2)
-    return p @ m[:2, :2].T + m[:2, 2]
 
 
 def _find(image: np.ndarray, region: tuple[int, int, int, int], wheels: int, model: DigitModel) -> _Windows | None:
@@ -408,7 +403,7 @@ def _slots(found: _Windows, extra: int, width: int, height: int) -> dict[int, tu
     back = np.linalg.inv(found.straight)
     for k in [*range(-extra, 0), *range(n, n + extra)]:
         x, y, w, h = first[0] + k * pitch, first[1], first[2], first[3]
-        corners = _apply(back, [(x, y), (x + w, y), (x + w, y + h), (x, y + h)])
+        corners = transform_points(back, [(x, y), (x + w, y), (x + w, y + h), (x, y + h)])
         if corners.min() >= 0 and corners[:, 0].max() <= width and corners[:, 1].max() <= height:
             out[k] = (x, y, w, h)
     return dict(sorted(out.items()))
@@ -451,7 +446,7 @@ def _decide(found: _Windows, preds: Sequence[DigitPrediction], side: dict[str, D
     all_corners = []
     for r, p in zip(found.rects, preds, strict=True):
         x, y, w, h = r
-        corners = _apply(back, [(x, y), (x + w, y), (x + w, y + h), (x, y + h)])
+        corners = transform_points(back, [(x, y), (x + w, y), (x + w, y + h), (x, y + h)])
         cx, cy = corners.mean(axis=0)
         all_corners.append(corners)
         wheel_out.append(WheelReading(p.digit, float(p.value), float(p.confidence),

@@ -19,7 +19,6 @@ import fcntl
 import json
 import os
 import signal
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contract.parse import loads_strict
 from contract.payloads import COMMAND_ID_PATTERN, SetValueCommand, UtcTime
+from edge.files import write_private
 
 PID_NAME = "agent.pid"
 REQUEST_NAME = "setup-request.json"
@@ -57,20 +57,6 @@ class LocalResult(BaseModel):
     set_value_reason: str | None = None
     pid: int
     at: UtcTime
-
-
-def _write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # -- the agent's side ---------------------------------------------------------------------------
@@ -134,7 +120,7 @@ def take_request(state_dir: Path) -> LocalRequest | str | None:
 
 
 def write_result(state_dir: Path, result: LocalResult) -> None:
-    _write_atomic(Path(state_dir) / RESULT_NAME, result.model_dump_json().encode())
+    write_private(Path(state_dir) / RESULT_NAME, result.model_dump_json().encode())
 
 
 # -- the setup page's side ----------------------------------------------------------------------
@@ -170,7 +156,7 @@ def send_request(state_dir: Path, request: LocalRequest) -> Answer:
     """Write the request and signal the running agent, if any; does not wait (see `wait_for_answer`)."""
     state_dir = Path(state_dir)
     (state_dir / RESULT_NAME).unlink(missing_ok=True)
-    _write_atomic(state_dir / REQUEST_NAME, request.model_dump_json().encode())
+    write_private(state_dir / REQUEST_NAME, request.model_dump_json().encode())
     pid = running_agent(state_dir)
     if pid is None:
         return Answer("pending", "no agent is running on this device: it applies the layout and the starting value "

@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
-import os
 import pkgutil
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +18,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
+
+from edge.files import write_private
 
 if TYPE_CHECKING:
     from edge.config import CaptureConfig
@@ -124,13 +124,4 @@ def read_state(path: Path) -> dict[str, Any]:
 def write_state(path: Path, data: dict[str, Any]) -> None:
     """Write JSON atomically (temp file, fsync, rename) so a power cut leaves the old or the new state."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_private(path, json.dumps(data, indent=1, sort_keys=True).encode("utf-8"))

@@ -13,11 +13,12 @@ import contextlib
 import datetime as dt
 import hashlib
 import ipaddress
-import os
 import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+
+from edge.files import write_private
 
 KEY_NAME = "setup-tls.key"
 CERT_NAME = "setup-tls.crt"
@@ -46,21 +47,6 @@ def local_addresses() -> list[str]:
     return [a for a in found if not a.startswith("0.")]
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Create `path` with mode 0600 from the start (never readable by others, not even for a moment)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def ensure_certificate(state_dir: Path, device_id: str, addresses: list[str] | None = None) -> SetupCertificate:
     """The key and certificate in `state_dir`, made on the first run; an unreadable or expired pair is
     made again (and the new fingerprint printed, as always)."""
@@ -77,7 +63,7 @@ def ensure_certificate(state_dir: Path, device_id: str, addresses: list[str] | N
             pass
     state_dir.mkdir(parents=True, exist_ok=True)
     key_pem, cert_pem = _make(device_id, addresses if addresses is not None else local_addresses())
-    _write_private(key_path, key_pem)
+    write_private(key_path, key_pem)
     cert_path.write_bytes(cert_pem)
     return SetupCertificate(cert_path, key_path, fingerprint_of(cert_pem), created=True)
 

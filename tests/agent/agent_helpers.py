@@ -217,3 +217,26 @@ def committed_seq(state_dir: Path) -> int:
     except sqlite3.Error:
         return 0
     return int(row[0]) - 1 if row else 0
+
+
+def reading_state_previous(state_dir: Path) -> str | None:
+    """The previous accepted value the agent keeps in its outbox (what cmd/set-value and the setup page set)."""
+    import json
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{state_dir / 'outbox.sqlite3'}?mode=ro", uri=True, timeout=5)
+    try:
+        row = con.execute("SELECT value FROM meta WHERE key = 'reading_state'").fetchone()
+    finally:
+        con.close()
+    return json.loads(row[0]).get("previous") if row else None
+
+
+def stop_agent(proc: Any) -> None:
+    """SIGTERM an agent process (a subprocess.Popen) that still runs, and wait for it."""
+    import os
+    import signal
+
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(30)

@@ -6,13 +6,19 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from agent_helpers import committed_seq, meter_edge, simulator_layout, write_edge_toml
+from agent_helpers import (
+    committed_seq,
+    meter_edge,
+    reading_state_previous,
+    simulator_layout,
+    stop_agent,
+    write_edge_toml,
+)
 
 from cloud_bridge.broker import MosquittoBroker
 from contract.payloads import SetValueCommand
@@ -36,21 +42,6 @@ def _wait_running(state: Path, proc: subprocess.Popen[bytes], log: Path, timeout
     return pid
 
 
-def _previous(state: Path) -> str | None:
-    con = sqlite3.connect(f"file:{state / 'outbox.sqlite3'}?mode=ro", uri=True, timeout=5)
-    try:
-        row = con.execute("SELECT value FROM meta WHERE key = 'reading_state'").fetchone()
-    finally:
-        con.close()
-    return json.loads(row[0]).get("previous") if row else None
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(30)
-
-
 def test_setup_request_reload_and_starting_value_answered_by_a_real_agent(broker: MosquittoBroker,
                                                                            tmp_path: Path) -> None:
     layout = simulator_layout(tmp_path / "etc")
@@ -66,7 +57,7 @@ def test_setup_request_reload_and_starting_value_answered_by_a_real_agent(broker
         assert answer.status == "confirmed", answer.detail
         assert answer.result is not None and answer.result.reload == "done" and answer.result.set_value == "done"
         assert "reloaded the config and layout; set the starting value" in answer.detail
-        assert _previous(state) == "123.456"
+        assert reading_state_previous(state) == "123.456"
         assert not (state / local.REQUEST_NAME).exists()
 
         # A config that does not load: the agent says so and keeps the old one (and the old value).
@@ -75,7 +66,7 @@ def test_setup_request_reload_and_starting_value_answered_by_a_real_agent(broker
         answer = local.tell_agent(state, local.LocalRequest(id="save-2", set_value=SetValueCommand(value="7")))
         assert answer.status == "confirmed" and answer.result is not None
         assert answer.result.reload == "refused" and "interval_s" in (answer.result.reload_reason or "")
-        assert answer.result.set_value == "refused" and _previous(state) == "123.456"
+        assert answer.result.set_value == "refused" and reading_state_previous(state) == "123.456"
         conf.write_text(good)
 
         # A request file that is not one is refused, not obeyed; a plain SIGHUP reloads.
@@ -95,7 +86,7 @@ def test_setup_request_reload_and_starting_value_answered_by_a_real_agent(broker
             time.sleep(0.05)
         assert "reloaded config and layout" in log.read_text()
     finally:
-        _stop(proc)
+        stop_agent(proc)
     assert proc.returncode == 0
     assert local.running_agent(state) is None and not (state / local.PID_NAME).exists()
 
@@ -111,7 +102,7 @@ def test_setup_request_reload_and_starting_value_answered_by_a_real_agent(broker
             time.sleep(0.05)
         assert result.set_value == "done" and result.reload == "done"
     finally:
-        _stop(proc)
+        stop_agent(proc)
 
 
 def test_a_stale_pid_file_is_no_running_agent(tmp_path: Path) -> None:

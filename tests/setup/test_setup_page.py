@@ -26,6 +26,9 @@ import pytest
 import uvicorn
 from starlette.testclient import TestClient
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))
+from agent_helpers import reading_state_previous, stop_agent
+
 from edge.agent import local
 from edge.config import EdgeConfig, load_edge_config
 from edge.setup.app import MAX_PIN_FAILURES, SetupState, create_app
@@ -67,24 +70,6 @@ def wait_agent(state_dir: Path, proc: subprocess.Popen[bytes], log: Path) -> Non
         assert proc.poll() is None, f"agent exited with {proc.returncode}: {log.read_text()[-2000:]}"
         assert time.monotonic() < deadline, "agent did not start"
         time.sleep(0.05)
-
-
-def stop_agent(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(30)
-
-
-def reading_state_previous(state_dir: Path) -> str | None:
-    import json
-    import sqlite3
-
-    con = sqlite3.connect(f"file:{state_dir / 'outbox.sqlite3'}?mode=ro", uri=True, timeout=5)
-    try:
-        row = con.execute("SELECT value FROM meta WHERE key = 'reading_state'").fetchone()
-    finally:
-        con.close()
-    return json.loads(row[0]).get("previous") if row else None
 
 
 @pytest.fixture

@@ -166,7 +166,7 @@ def _open_binding(conn: Connection, device_id: str, serial: str, kind: MeterKind
             raise RegistryError(f"meter {serial} is read from photos for payer {mask_payer(photo.payer_code)}, not "
                                 f"{mask_payer(payer_code)}: `meter-bridge meters remove {serial}` first")
         # the Pi takes over the meter; residents may still photograph it (filed under the Pi's binding)
-        conn.execute(bindings.update().where(bindings.c.id == photo.id).values(valid_to=now))
+        _close_binding(conn, photo, now)
     try:
         with conn.begin_nested():
             conn.execute(bindings.insert().values(
@@ -203,10 +203,15 @@ def rebind(conn: Connection, device_id: str, *, meter_serial: str, payer_code: s
         raise RegistryError(f"device {device_id} is not bound: use `meter-bridge bind` first")
     if current.meter_serial == meter_serial and current.payer_code == payer_code:
         raise RegistryError(f"device {device_id} is already bound to meter {meter_serial} and that payer")
-    conn.execute(bindings.update().where(bindings.c.id == current.id).values(valid_to=now))
+    closed = _close_binding(conn, current, now)
     new = _open_binding(conn, device_id, meter_serial, kind, payer_code, address, now)
-    closed = Binding(**{**asdict(current), "valid_to": now})
     return closed, new
+
+
+def _close_binding(conn: Connection, b: Binding, now: datetime) -> Binding:
+    """End binding `b` at `now`; returns it as closed."""
+    conn.execute(bindings.update().where(bindings.c.id == b.id).values(valid_to=now))
+    return Binding(**{**asdict(b), "valid_to": now})
 
 
 def unbind(conn: Connection, device_id: str, *, now: datetime | None = None) -> Binding:
@@ -214,9 +219,7 @@ def unbind(conn: Connection, device_id: str, *, now: datetime | None = None) -> 
     current = binding_in_force(conn, device_id)
     if current is None:
         raise RegistryError(f"device {device_id} is not bound")
-    now = now or utcnow()
-    conn.execute(bindings.update().where(bindings.c.id == current.id).values(valid_to=now))
-    return Binding(**{**asdict(current), "valid_to": now})
+    return _close_binding(conn, current, now or utcnow())
 
 
 def retired_at(conn: Connection, device_id: str) -> datetime | None:
@@ -324,9 +327,7 @@ def remove_photo_meter(conn: Connection, serial: str, *, now: datetime | None = 
     b = _open_photo_binding(conn, serial)
     if b is None:
         raise RegistryError(f"meter {serial} is not registered for photos (see `meter-bridge meters list`)")
-    now = now or utcnow()
-    conn.execute(bindings.update().where(bindings.c.id == b.id).values(valid_to=now))
-    return Binding(**{**asdict(b), "valid_to": now})
+    return _close_binding(conn, b, now or utcnow())
 
 
 @dataclass(frozen=True)

@@ -146,14 +146,20 @@ def _wait_stored(engine: Any, total: int, progress: Any, task: Any, t0: float, *
             time.sleep(poll_s)
 
 
-def bridge_rate(work: Path, db_url: str, workers: int, payloads: list[tuple[str, bytes]],
-                progress: Progress) -> dict[str, Any]:
+def _bound_store(db_url: str) -> Any:
+    """The store with every bench device added and bound to a meter of its own."""
     engine = open_store(db_url)
     with engine.begin() as conn:
         for i, d in enumerate(DEVICES):
             registry.add_device(conn, d)
             registry.bind(conn, d, meter_serial=f"SN-{d}", kind="cold", payer_code=f"{2000000000 + i}",
                           address="bench")
+    return engine
+
+
+def bridge_rate(work: Path, db_url: str, workers: int, payloads: list[tuple[str, bytes]],
+                progress: Progress) -> dict[str, Any]:
+    engine = _bound_store(db_url)
     with MosquittoBroker(work / f"broker-{uuid.uuid4().hex[:6]}") as broker:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
         env |= {"BRIDGE_DATABASE_URL": db_url, "BRIDGE_MQTT__PORT": str(broker.port)}
@@ -269,12 +275,7 @@ def rabbit_broker_rate(cluster: Any, payloads: list[tuple[str, bytes]]) -> dict[
 
 def rabbit_bridge_rate(cluster: Any, work: Path, db_url: str, workers: int, payloads: list[tuple[str, bytes]],
                        progress: Progress, secrets_dir: Path) -> dict[str, Any]:
-    engine = open_store(db_url)
-    with engine.begin() as conn:
-        for i, d in enumerate(DEVICES):
-            registry.add_device(conn, d)
-            registry.bind(conn, d, meter_serial=f"SN-{d}", kind="cold", payer_code=f"{2000000000 + i}",
-                          address="bench")
+    engine = _bound_store(db_url)
     user, _ = cluster.admin_credentials
     urls = cluster.amqp_urls
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}

@@ -108,6 +108,11 @@ class SetupState:
     def current(self) -> np.ndarray:
         return self.frames[-1].image if self.frames else self.capture()
 
+    def recent(self) -> list[Frame]:
+        """The kept frames, oldest first, as one snapshot (a capture may append meanwhile)."""
+        with self.lock:
+            return list(self.frames)
+
     def model(self) -> Any:
         from meter_vision.infer import DigitModel
 
@@ -181,7 +186,7 @@ def _test_read(state: SetupState, win: Windows) -> JSONResponse:
     from meter_vision.geometry import Roi
 
     state.current()  # the first frame, when none was captured yet
-    frames = list(state.frames)
+    frames = state.recent()
     reference = rotate_image(frames[-1].image, win.rotation)
     h, w = reference.shape[:2]
     if any(b.x + b.w > w or b.y + b.h > h for b in win.rois):

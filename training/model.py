@@ -62,3 +62,17 @@ def with_temperature(model: Any, temperature: float) -> Any:
     scaled = layers.Rescaling(1.0 / float(temperature), name="temperature")(logits)
     return keras.Model(model.input, layers.Softmax(name="probs")(scaled), name=model.name)
 
+
+
+def ensemble(models: list[Any], name: str = "digits_c100_ensemble") -> Any:
+    """Several trained networks as one model: the same input, their logits averaged (a layer named
+    ``logits``, so :func:`logits_model` and :func:`with_temperature` work on it), one softmax. The
+    device runs it in one interpreter call like a single network."""
+    import keras
+    from keras import layers
+
+    inp = keras.Input(shape=tuple(models[0].input_shape[1:]), name="image")
+    outs = [keras.Model(m.input, m.get_layer("logits").output, name=f"member{i + 1}")(inp)
+            for i, m in enumerate(models)]
+    avg = layers.Average(name="logits")(outs)
+    return keras.Model(inp, layers.Softmax(name="probs")(avg), name=name)

@@ -29,11 +29,19 @@ class Recipe:
     faint: float = 0.0  # share of crops with their contrast cut to 12-45 % (dull windows, pale digits)
     bar_share: float = 0.0  # share of each batch given a band across the middle (bar_across), flat target
     normalize: bool = False  # each window to mean 0, deviation 1 inside the network (training.model)
+    members: tuple[Recipe, ...] = ()  # an ensemble: these recipes, trained apart, logits averaged in one model
 
     def replace(self, **changes: Any) -> Recipe:
+        """A copy with ``changes``; on an ensemble they reach its members too (``--epochs 1`` for a smoke
+        run trains every member one epoch)."""
+        if self.members and "members" not in changes:
+            own = {k: v for k, v in changes.items() if k != "name"}
+            changes = {**changes, "members": tuple(m.replace(**own) for m in self.members)}
         return dataclasses.replace(self, **changes)
 
     def describe(self) -> dict[str, Any]:
+        if self.members:  # an ensemble is its members; its own network fields are unused
+            return {"name": self.name, "epochs": self.epochs, "members": [m.describe() for m in self.members]}
         return dataclasses.asdict(self)
 
 
@@ -58,6 +66,9 @@ RECIPES: dict[str, Recipe] = {
     # val crops confidently on its val-meters fold). Cross-validated, not shipped (docs/model.md).
     "v2nb": Recipe("v2nb", epochs=12, strong=True, trouble=0.04, misplaced=0.06, sim_misplaced=2000, zoom_out=0.2,
                    small_flat=False, faint=0.25, normalize=True, bar_share=0.03),
+    # v2nb with another seed (weights, batch order and augmentation): the second member of v3e.
+    "v2nb-s2": Recipe("v2nb-s2", epochs=12, seed=20240602, strong=True, trouble=0.04, misplaced=0.06,
+                      sim_misplaced=2000, zoom_out=0.2, small_flat=False, faint=0.25, normalize=True, bar_share=0.03),
     # a wider network with the same augmentation.
     "v2-wide": Recipe("v2-wide", filters=(32, 64, 96), dense=256, strong=True, trouble=0.04, misplaced=0.06,
                       sim_misplaced=2000),
@@ -68,4 +79,8 @@ RECIPES: dict[str, Recipe] = {
     "v2-deep": Recipe("v2-deep", filters=(32, 64, 96), dense=256, double=(1, 2), strong=True, trouble=0.04,
                       misplaced=0.06, sim_misplaced=2000),
 }
+# two v2nb networks (two seeds) in one model, their logits averaged: one interpreter call per frame,
+# about twice the work of one network. Two nets disagree most where a single one is confidently wrong
+# on a meter it never saw, so the average spreads exactly those (issue 12: "a small ensemble").
+RECIPES["v3e"] = Recipe("v3e", epochs=12, sim_misplaced=2000, members=(RECIPES["v2nb"], RECIPES["v2nb-s2"]))
 SHIPPED = "v2b"

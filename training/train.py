@@ -110,8 +110,16 @@ def load_pool(root: Path, recipe: Recipe, *, limit: int | None = None, splits: t
 
 def fit(train: DigitSet, recipe: Recipe, *, threads: int | None = None,
         on_epoch: Callable[[int, Any], None] | None = None, progress: bool = True) -> Any:
-    """Train the network of ``recipe`` on ``train`` (real and simulated crops); returns the Keras model."""
+    """Train the network of ``recipe`` on ``train`` (real and simulated crops); returns the Keras model.
+
+    An ensemble recipe (``members``) trains each member recipe in turn and returns them as one model
+    whose logits are the members' mean (``training.model.ensemble``)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if recipe.members:
+        from training.model import ensemble
+
+        return ensemble([fit(train, m, threads=threads, on_epoch=on_epoch, progress=progress)
+                         for m in recipe.members])
     import keras
     import tensorflow as tf  # type: ignore[import-untyped]
     from tqdm import tqdm

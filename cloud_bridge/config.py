@@ -21,6 +21,8 @@ DEFAULT_CONFIG = Path("config/bridge.toml")
 
 SourceName = Literal["mqtt", "amqp"]
 SOURCE_NAMES: tuple[str, ...] = get_args(SourceName)
+# How far ahead of the bridge's clock a reading's taken_at may lie (ingest.max_clock_skew_s).
+DEFAULT_MAX_CLOCK_SKEW_S = 300.0
 
 __all__ = ["BridgeConfig", "ConfigError", "load_bridge_config"]
 
@@ -140,6 +142,11 @@ class IngestSection(Section):
     batch_ms: float = Field(5.0, ge=0, le=10_000, description="Longest wait to fill a batch before committing.")
     workers: int = Field(1, ge=1, le=64, description="Default for `run --workers`.")
     keep_refused_payload: bool = Field(True, description="Keep the refused payload (up to 16 KiB) for replay.")
+    max_clock_skew_s: float = Field(
+        DEFAULT_MAX_CLOCK_SKEW_S, ge=0, le=86_400,
+        description="A reading whose taken_at lies more than this many seconds ahead of the bridge's clock is "
+        "refused as `future_time` (kept in the refusals, dead-lettered, the device told `rejected`): a reading "
+        "dated in the future could land in the wrong billing window. Older readings are never refused.")
 
 
 class FleetSection(Section):

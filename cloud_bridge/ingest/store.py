@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import ValidationError
 from sqlalchemy import Connection, and_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from cloud_bridge.config import DEFAULT_MAX_CLOCK_SKEW_S
 from cloud_bridge.ingest.source import Message
 from cloud_bridge.store.tables import (
     bindings,
@@ -32,6 +33,7 @@ from cloud_bridge.store.tables import (
 from contract import topics
 from contract.parse import Refusal, parse_reading
 from contract.payloads import MAX_PAYLOAD_BYTES, Reading, Telemetry
+from contract.times import format_utc
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ UNKNOWN_DEVICE = "unknown_device"
 UNBOUND_DEVICE = "unbound_device"
 STORE_ERROR = "store_error"
 SEQ_REUSED = "seq_reused"
+FUTURE_TIME = "future_time"
 
 
 @dataclass(frozen=True)
@@ -98,10 +101,14 @@ def _reading_row(r: Reading, raw: str, binding_id: int, now: datetime) -> dict[s
 
 
 def store_readings(conn: Connection, items: list[tuple[Message, Reading]], now: datetime,
-                   keep_payload: bool = True) -> list[Outcome]:
+                   keep_payload: bool = True, *,
+                   max_clock_skew_s: float | None = DEFAULT_MAX_CLOCK_SKEW_S) -> list[Outcome]:
     """Store valid readings in one multi-row INSERT … ON CONFLICT DO NOTHING RETURNING; the rows it
     returns are the new ones, every other (device_id, epoch, seq) is a duplicate when its bytes are the
-    same, and refused as `seq_reused` when they differ. Outcomes in input order."""
+    same, and refused as `seq_reused` when they differ. A reading taken more than `max_clock_skew_s`
+    after `now` is refused as `future_time` (None: no such check, for tools that store history with a
+    `now` in the past). Outcomes in input order."""
+    latest = now + timedelta(seconds=max_clock_skew_s) if max_clock_skew_s is not None else None
     bound = _devices_and_bindings(conn, {r.device_id for _, r in items})
     outcomes: list[Outcome | None] = [None] * len(items)
     refused: list[dict[str, Any]] = []
@@ -124,6 +131,11 @@ def store_readings(conn: Connection, items: list[tuple[Message, Reading]], now: 
             refuse(i, UNKNOWN_DEVICE, "no such device: add it with `meter-bridge devices add`")
         elif bound[r.device_id] is None:
             refuse(i, UNBOUND_DEVICE, "device is not bound: `meter-bridge bind` it")
+        elif latest is not None and r.taken_at > latest:
+            # Dated in the future (the device's clock is ahead): it could be billed in the wrong period.
+            ahead = (r.taken_at - now).total_seconds()
+            refuse(i, FUTURE_TIME, f"taken_at {format_utc(r.taken_at)} is {ahead:.0f}s ahead of the bridge's clock "
+                                   f"(ingest.max_clock_skew_s = {max_clock_skew_s:g}): check the device's clock (NTP)")
         elif (r.device_id, r.epoch or 0, r.seq) not in first_of:
             first_of[(r.device_id, r.epoch or 0, r.seq)] = i
             rows.append(_reading_row(r, raws[i], bound[r.device_id], now))  # type: ignore[arg-type]
@@ -198,8 +210,10 @@ def store_telemetry(conn: Connection, msg: Message, device_id: str, now: datetim
     return Outcome(msg, "telemetry", device_id)
 
 
-def handle_batch(conn: Connection, batch: list[Message], now: datetime, keep_payload: bool = True) -> list[Outcome]:
-    """Decide a batch inside the caller's transaction, outcomes in message order. Never raises for bad input."""
+def handle_batch(conn: Connection, batch: list[Message], now: datetime, keep_payload: bool = True, *,
+                 max_clock_skew_s: float | None = DEFAULT_MAX_CLOCK_SKEW_S) -> list[Outcome]:
+    """Decide a batch inside the caller's transaction, outcomes in message order. Never raises for bad input.
+    `max_clock_skew_s`: see `store_readings` (the worker passes ingest.max_clock_skew_s)."""
     outcomes: dict[int, Outcome] = {}
     valid: list[tuple[int, Message, Reading]] = []
     refused: list[dict[str, Any]] = []
@@ -221,14 +235,16 @@ def handle_batch(conn: Connection, batch: list[Message], now: datetime, keep_pay
     if refused:
         conn.execute(refusals.insert(), refused)
     if valid:
-        stored = store_readings(conn, [(m, r) for _, m, r in valid], now, keep_payload)
+        stored = store_readings(conn, [(m, r) for _, m, r in valid], now, keep_payload,
+                                max_clock_skew_s=max_clock_skew_s)
         outcomes.update({i: o for (i, _, _), o in zip(valid, stored, strict=True)})
     return [outcomes[i] for i in range(len(batch))]
 
 
-def handle(conn: Connection, msg: Message, now: datetime, keep_payload: bool = True) -> Outcome:
+def handle(conn: Connection, msg: Message, now: datetime, keep_payload: bool = True, *,
+           max_clock_skew_s: float | None = DEFAULT_MAX_CLOCK_SKEW_S) -> Outcome:
     """Decide one message inside the caller's transaction. Never raises for bad input."""
-    return handle_batch(conn, [msg], now, keep_payload)[0]
+    return handle_batch(conn, [msg], now, keep_payload, max_clock_skew_s=max_clock_skew_s)[0]
 
 
 def bump_counters(conn: Connection, shard: str, counts: Counter[str], now: datetime) -> None:

@@ -108,7 +108,7 @@ class IngestWorker:
         now = self.clock()
         keep = self.cfg.ingest.keep_refused_payload
         with self.engine.begin() as conn:
-            outcomes = handle_batch(conn, batch, now, keep)
+            outcomes = handle_batch(conn, batch, now, keep, max_clock_skew_s=self.cfg.ingest.max_clock_skew_s)
             bump_counters(conn, self.shard, count_outcomes(outcomes), now)
         return outcomes
 

@@ -79,6 +79,48 @@ def test_refusals_are_recorded_answered_and_dead_lettered(broker: MosquittoBroke
     dev.close()
 
 
+def test_a_reading_dated_ahead_of_the_bridge_clock_is_refused_kept_answered_and_dead_lettered(
+        broker: MosquittoBroker, engine: Engine, db_url: str, tmp_path: Path) -> None:
+    """A device whose clock runs ahead: its reading could be billed in a later period. Past
+    ingest.max_clock_skew_s it is refused as future_time, its payload kept; inside it, stored."""
+    register(engine, ["fast"])
+    cfg = config(db_url, broker.port, tmp_path, ingest={"max_clock_skew_s": 120})
+    dev = Device(broker.port)
+    now = datetime.now(UTC)
+    ahead = reading("fast", 1, "00001.000", taken_at=format_utc(now + timedelta(minutes=10)))
+    with InProcessBridge(engine, cfg) as bridge:
+        dev.publish_reading(ahead)
+        dev.publish_reading(reading("fast", 2, "00001.100", taken_at=format_utc(now + timedelta(seconds=60))))
+        dev.publish_reading(reading("fast", 3, "00001.200", taken_at="2026-10-01T00:00:00Z"))  # old: fine
+        assert wait_until(lambda: len(dev.acks) == 3 and len(dev.on_topic("bridge/deadletter")) == 1)
+        assert bridge.alive
+    by_seq = {a["seq"]: a for a in dev.acks}
+    assert by_seq[1]["state"] == "rejected" and by_seq[1]["reason"] == "future_time", by_seq[1]
+    assert by_seq[2]["state"] == "stored" and by_seq[3]["state"] == "stored"
+    with engine.connect() as conn:
+        stored = {r.seq for r in conn.execute(select(readings.c.seq)).all()}
+        refused = conn.execute(select(refusals)).one()
+    assert stored == {2, 3}
+    assert (refused.device_id, refused.seq, refused.reason) == ("fast", 1, "future_time")
+    assert bytes(refused.payload) == ahead.to_json_bytes()  # kept for replay: nothing lost
+    assert "ahead of the bridge's clock" in refused.detail and "max_clock_skew_s = 120" in refused.detail
+    [letter] = [json.loads(p) for p in dev.on_topic("bridge/deadletter")]
+    assert (letter["reason"], letter["device_id"], letter["seq"]) == ("future_time", "fast", 1)
+    dev.close()
+
+
+def test_max_clock_skew_is_checked_when_the_config_loads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from cloud_bridge.config import BridgeConfig, ConfigError, load_bridge_config
+
+    assert BridgeConfig().ingest.max_clock_skew_s == 300
+    toml = tmp_path / "bridge.toml"
+    toml.write_text("[ingest]\nmax_clock_skew_s = 30\n")
+    assert load_bridge_config(toml).ingest.max_clock_skew_s == 30
+    monkeypatch.setenv("BRIDGE_INGEST__MAX_CLOCK_SKEW_S", "-5")
+    with pytest.raises(ConfigError, match="max_clock_skew_s"):
+        load_bridge_config(toml)
+
+
 def test_binding_in_force_at_store_time_and_old_readings_kept(broker: MosquittoBroker, engine: Engine, db_url: str,
                                                               tmp_path: Path) -> None:
     register(engine, ["dev-a"])
@@ -110,7 +152,8 @@ def test_status_and_fleet_state_are_retained_and_masked(broker: MosquittoBroker,
     dev.publish("meters/dev-s/status", b"online", retain=True)
     with InProcessBridge(engine, cfg):
         dev.publish_reading(reading("dev-s", 7, "00123.456"))
-        soon = format_utc(datetime.now(UTC) + timedelta(hours=1))  # the newest (2099 is refused since issue 20)
+        # the newest; inside ingest.max_clock_skew_s (an hour ahead is refused as future_time)
+        soon = format_utc(datetime.now(UTC) + timedelta(seconds=60))
         dev.publish_reading(reading("dev-s", 8, status="suspect", taken_at=soon))
         assert wait_until(lambda: len(dev.acks) == 2)
         assert wait_until(lambda: count(engine, device_status, device_status.c.online.is_(True)) == 1)

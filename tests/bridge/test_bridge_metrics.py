@@ -94,7 +94,9 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
         dev.publish_reading(reading("m-2", 1, status="error", reason="align_failed", taken_at=taken))
         dev.publish_reading(reading("m-1", 1, "00010.000", taken_at=taken))  # duplicate
         dev.publish("meters/m-3/reading", b"not json")
-        assert wait_until(lambda: len(dev.acks) == 5)
+        ahead = (now + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")  # the device's clock is ahead
+        dev.publish_reading(reading("m-3", 1, "00003.000", taken_at=ahead))
+        assert wait_until(lambda: len(dev.acks) == 6)
         assert wait_until(lambda: b"meterfleet_devices_reporting_telemetry 2.0" in get(base + "/metrics")[1])
         status, body = get(base + "/metrics")
         assert status == 200
@@ -121,9 +123,10 @@ def test_metrics_count_what_the_bridge_stored(scraped: Scraped) -> None:
     assert (m.value("meterfleet_devices_online"), m.value("meterfleet_devices_offline")) == (1, 1)
     assert m.value("meterfleet_devices_unbound") == 0
     assert [m.value("meterfleet_readings_stored_total", status=s) for s in ("ok", "suspect", "error")] == [1, 1, 1]
-    assert m.value("meterfleet_readings_received_total") == 5
+    assert m.value("meterfleet_readings_received_total") == 6
     assert m.value("meterfleet_readings_duplicate_total") == 1
     assert m.value("meterfleet_readings_refused_total", reason="bad_json") == 1
+    assert m.value("meterfleet_readings_refused_total", reason="future_time") == 1
     assert m.value("meterfleet_devices_last_reading", status="suspect") == 1
     assert m.value("meterfleet_devices_last_reading", status="error") == 1
     assert (m.value("meterfleet_devices_suspect_last_day"), m.value("meterfleet_devices_error_last_day")) == (1, 1)
@@ -133,10 +136,10 @@ def test_metrics_count_what_the_bridge_stored(scraped: Scraped) -> None:
     assert m.value("meterfleet_devices_free_disk_min_bytes") == 900_000
     assert m.value("meterfleet_period_meters_bound") == 3 and m.value("meterfleet_period_meters_not_billed") == 3
     assert m.value("meterfleet_store_up") == 1
-    # This process's own counters (worker 0): the five reading messages, two status, two telemetry.
+    # This process's own counters (worker 0): the six reading messages, two status, two telemetry.
     assert m.value("meterfleet_ingest_messages_total", outcome="stored") == 3
     assert m.value("meterfleet_ingest_messages_total", outcome="duplicate") == 1
-    assert m.value("meterfleet_ingest_messages_total", outcome="refused") == 1
+    assert m.value("meterfleet_ingest_messages_total", outcome="refused") == 2
     assert m.value("meterfleet_ingest_messages_total", outcome="telemetry") == 2
     assert m.value("meterfleet_mqtt_connected") == 1 and m.value("meterfleet_mqtt_connects_total") >= 1
     assert m.value("meterfleet_ingest_commit_duration_seconds_count") >= 1

@@ -298,6 +298,53 @@ def write_oof(path: Path, probs: np.ndarray, threshold: float, truth: np.ndarray
                         "N" if conf[i] < threshold else digit, f"{value:.1f}", f"{conf[i]:.4f}"])
 
 
+def oof_rows(path: Path) -> list[dict[str, Any]]:
+    """The per-crop lines of an out-of-fold file (:func:`write_oof`): enough to score it again at any
+    threshold, since the position and confidence are kept even where the digit was N."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def score_oof(rows: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
+    """Water mean, worst and pooled, and the all-groups mean, of an out-of-fold file at ``threshold``."""
+    truth = np.array([float(r["truth"]) for r in rows])
+    values = [float(r["value"]) for r in rows]
+    digits = [None if float(r["confidence"]) < threshold else int(np.floor(v + 1e-6)) % 10 for r, v in
+              zip(rows, values, strict=True)]
+    oc = outcome_arrays(digits, values, truth)
+    groups = np.array([r["group"] for r in rows])
+    per_group = [{"group": g, **summarize({k: v[groups == g] for k, v in oc.items()})} for g in sorted(set(groups))]
+    water = np.array([is_water(g) for g in groups])
+    keys = ("right", "held", "wrong_confident")
+
+    def mean(rs: list[dict[str, Any]]) -> dict[str, float]:
+        return {k: float(np.mean([r[k] for r in rs])) for k in keys}
+
+    wrows = [r for r in per_group if is_water(r["group"])]
+    big = [r for r in wrows if r["n"] >= MIN_GROUP]
+    pooled = summarize({k: v[water] for k, v in oc.items()})
+    return {"threshold": threshold, "water_mean": mean(wrows),
+            "water_worst": {k: (min if k == "right" else max)(r[k] for r in big) for k in keys},
+            "water_pooled": pooled, "all_mean": mean(per_group),
+            "cost": WRONG_COST * pooled["wrong_confident"] + pooled["held"]}
+
+
+def print_oof_sweep(path: Path) -> None:
+    """Score an out-of-fold file over the threshold grid and mark the one the rule picks."""
+    rows = oof_rows(path)
+    sweep = [score_oof(rows, th) for th in THRESHOLDS]
+    best = min(sweep, key=lambda r: (round(r["cost"], 9), r["threshold"]))
+    print(f"{path}: {len(rows)} crops; the rule ({WRONG_COST:g} x wrong + held on the pooled water crops) picks "
+          f"{best['threshold']:.2f}")
+    print(f"{'thr':>5s} {'cost':>6s}  {'water mean r/h/w':>24s}  {'water worst r/h/w':>24s}  "
+          f"{'water pooled r/h/w':>24s}  {'all mean r/h/w':>24s}")
+    for r in sweep:
+        cells = ["/".join(f"{100 * r[a][k]:.2f}" for k in ("right", "held", "wrong_confident"))
+                 for a in ("water_mean", "water_worst", "water_pooled", "all_mean")]
+        mark = " <" if r is best else ""
+        print(f"{r['threshold']:5.2f} {100 * r['cost']:6.2f}  " + "  ".join(f"{c:>24s}" for c in cells) + mark)
+
+
 def probs_misplaced(fold: dict[str, np.ndarray], t: float) -> np.ndarray:
     return softmax(fold["misplaced_logits"] / t)
 
@@ -338,7 +385,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--int8", action="store_true", help="also export each fold to int8 and score that")
     ap.add_argument("--report", action="store_true", help="only print the table of finished folds")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--oof", type=Path, default=None, metavar="CSV",
+                    help="only score an out-of-fold file (e.g. training/cv_oof.csv) over the threshold grid, "
+                         "marking the threshold the rule picks")
     args = ap.parse_args(argv)
+    if args.oof is not None:
+        if not args.oof.is_file():
+            ap.error(f"no out-of-fold file at {args.oof}")
+        print_oof_sweep(args.oof)
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     recipe = RECIPES[args.recipe]
     if args.epochs:

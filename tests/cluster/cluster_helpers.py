@@ -5,14 +5,21 @@ cluster does for real devices), publishing QoS 1 and sending again what the brid
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from click.testing import CliRunner
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cloud_bridge import registry
+from cloud_bridge.cli import main
+from cloud_bridge.store.engine import open_store
 from contract import topics
 from contract.payloads import Reading
 
@@ -22,6 +29,40 @@ def reading(device_id: str, seq: int) -> Reading:
         "device_id": device_id, "seq": seq, "epoch": 1, "taken_at": "2026-11-20T10:00:00Z",
         "value": f"{seq:05d}.125", "status": "ok", "confidence": 0.97,
         "digits": [{"v": 1, "f": 1.2, "p": 0.97}], "model": "test-model"})
+
+
+def wait_until(cond: Any, timeout: float, every: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(every)
+    return bool(cond())
+
+
+def add_devices(env: dict[str, str], db_url: str, ids: list[str]) -> dict[str, str]:
+    """`meter-bridge devices add --json` for each (accounts on RabbitMQ), then bind them."""
+    passwords = {}
+    runner = CliRunner()
+    for d in ids:
+        r = runner.invoke(main, ["devices", "add", d, "--json"], env={**env, "BRIDGE_DATABASE_URL": db_url})
+        assert r.exit_code == 0, r.output
+        passwords[d] = json.loads(r.output)["password"]
+    engine = open_store(db_url)
+    with engine.begin() as conn:
+        for i, d in enumerate(ids):
+            registry.bind(conn, d, meter_serial=f"SN-{d}", kind="cold", payer_code=f"{2000000000 + i}",
+                          address=f"Cluster street {i}")
+    engine.dispose()
+    return passwords
+
+
+def start_worker(env: dict[str, str], db_url: str, index: int, urls: list[str], log: Path) -> subprocess.Popen[bytes]:
+    e = {**env, "BRIDGE_DATABASE_URL": db_url, "BRIDGE_AMQP__URLS": json.dumps(urls)}
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "cloud_bridge.cli", "run", "--source", "amqp",
+                                 "--worker-index", str(index)], env=e, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
 
 
 @dataclass

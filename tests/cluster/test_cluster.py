@@ -8,11 +8,9 @@ Needs rabbitmq-server (`make install` as root, or `sudo apt-get install rabbitmq
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,13 +20,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from click.testing import CliRunner
-from cluster_helpers import SimDevice, reading
+from cluster_helpers import SimDevice, add_devices, reading, start_worker, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import Engine, func, select
 
-from cloud_bridge import registry
 from cloud_bridge.accounts.rabbitmq import RabbitMqAdmin
-from cloud_bridge.broker import write_secret
 from cloud_bridge.cli import main
 from cloud_bridge.rabbit_cluster import RabbitCluster
 from cloud_bridge.store.engine import open_store
@@ -36,15 +32,6 @@ from cloud_bridge.store.tables import counters, readings
 from contract import topics
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
-
-
-def wait_until(cond: Any, timeout: float, every: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(every)
-    return bool(cond())
 
 
 def consumers(cluster: RabbitCluster, queue: str) -> int:
@@ -61,58 +48,6 @@ def queue_state(cluster: RabbitCluster, queue: str) -> str:
 def stored(engine: Engine) -> int:
     with engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(readings)).scalar_one())
-
-
-@pytest.fixture(scope="module")
-def bridge_env(cluster: RabbitCluster, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """BRIDGE_* for `meter-bridge` against the cluster: the admin for accounts, a bridge account for ingest."""
-    d = tmp_path_factory.mktemp("bridge-secrets")
-    user, password = cluster.admin_credentials
-    write_secret(d / "admin-password", password + "\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
-    env.update({
-        "BRIDGE_BROKER__KIND": "rabbitmq",
-        "BRIDGE_BROKER__MANAGEMENT_URL": cluster.mgmt_url(),
-        "BRIDGE_BROKER__ADMIN_USERNAME": user,
-        "BRIDGE_BROKER__ADMIN_PASSWORD_FILE": str(d / "admin-password"),
-        "C19_SOURCE": "amqp",
-        "BRIDGE_AMQP__USERNAME": "bridge",
-        "BRIDGE_AMQP__PASSWORD_FILE": str(d / "bridge-password"),
-        "BRIDGE_AMQP__HEARTBEAT_S": "5",
-        "BRIDGE_AMQP__RECONNECT_MAX_S": "2",
-        "BRIDGE_FLEET__PUBLISH_EVERY_S": "0.5",
-        "BRIDGE_METRICS__PORT": "0",
-    })
-    # The bridge's own account, as an operator makes it: rights on bridge.* queues, acks and fleet topics.
-    r = CliRunner().invoke(main, ["accounts", "add", "bridge", "--role", "bridge", "--password-out",
-                                  str(d / "bridge-password")], env=env)
-    assert r.exit_code == 0, r.output
-    return env
-
-
-def add_devices(env: dict[str, str], db_url: str, ids: list[str]) -> dict[str, str]:
-    """`meter-bridge devices add --json` for each (accounts on RabbitMQ), then bind them."""
-    passwords = {}
-    runner = CliRunner()
-    for d in ids:
-        r = runner.invoke(main, ["devices", "add", d, "--json"], env={**env, "BRIDGE_DATABASE_URL": db_url})
-        assert r.exit_code == 0, r.output
-        passwords[d] = json.loads(r.output)["password"]
-    engine = open_store(db_url)
-    with engine.begin() as conn:
-        for i, d in enumerate(ids):
-            registry.bind(conn, d, meter_serial=f"SN-{d}", kind="cold", payer_code=f"{2000000000 + i}",
-                          address=f"Cluster street {i}")
-    engine.dispose()
-    return passwords
-
-
-def start_worker(env: dict[str, str], db_url: str, index: int, urls: list[str], log: Path) -> subprocess.Popen[bytes]:
-    e = {**env, "BRIDGE_DATABASE_URL": db_url, "BRIDGE_AMQP__URLS": json.dumps(urls)}
-    with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "cloud_bridge.cli", "run", "--source", "amqp",
-                                 "--worker-index", str(index)], env=e, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
 
 
 @pytest.fixture

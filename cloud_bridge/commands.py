@@ -154,8 +154,12 @@ def send_command(engine: Engine, cfg: BridgeConfig, device_id: str, name: str, *
 
 def _exchange(cfg: BridgeConfig, username: str, password: str, device_id: str, name: str, payload: bytes,
               command_id: str, timeout_s: float) -> CommandResult | None:
-    """Subscribe to the answer topic, publish the command (QoS 1), wait for the answer with our id."""
-    subscribed, answered, failed = threading.Event(), threading.Event(), []
+    """Subscribe to the answer topic, publish the command (QoS 1), wait for the answer with our id.
+
+    MQTT 5 on Mosquitto; MQTT 3.1.1 on RabbitMQ (broker.kind = rabbitmq: 3.10's MQTT plugin has no MQTT 5),
+    whose MQTT plugin routes the topic to amq.topic like a device's, so the device sees no difference.
+    There a refused publish is not a PUBACK code: the broker closes the connection."""
+    subscribed, answered, closed, failed = threading.Event(), threading.Event(), threading.Event(), []
     got: list[CommandResult] = []
     pubacks: dict[int, int] = {}
 
@@ -181,12 +185,14 @@ def _exchange(cfg: BridgeConfig, username: str, password: str, device_id: str, n
             got.append(result)
             answered.set()
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=username, protocol=mqtt.MQTTv5)
+    protocol = mqtt.MQTTv311 if cfg.broker.kind == "rabbitmq" else mqtt.MQTTv5
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=username, protocol=protocol)
     client.username_pw_set(username, password)
     if cfg.mqtt.ca_file:
         client.tls_set(ca_certs=cfg.mqtt.ca_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)
     client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
     client.on_publish = lambda _c, _u, mid, rc, _p: pubacks.__setitem__(mid, int(rc.value))
+    client.on_disconnect = lambda *_a: closed.set()
     try:
         client.connect(cfg.mqtt.host, cfg.mqtt.port, keepalive=30)
     except OSError as exc:
@@ -201,6 +207,10 @@ def _exchange(cfg: BridgeConfig, username: str, password: str, device_id: str, n
         if info.rc != mqtt.MQTT_ERR_SUCCESS or pubacks.get(info.mid, 0) >= 0x80:
             why = pubacks.get(info.mid) or mqtt.error_string(info.rc)
             raise CommandError(f"the broker refused the command ({why}): account {username!r} needs the operator role")
+        if not info.is_published():
+            why = "closed the connection" if closed.is_set() else "did not confirm it within 10s"
+            raise CommandError(f"the broker {why} at the command: account {username!r} needs the operator role "
+                               "(on RabbitMQ a publish outside an account's topics closes its connection)")
         answered.wait(timeout_s)
         return got[0] if got else None
     finally:

@@ -53,8 +53,9 @@ def cmd(ctx: click.Context, device_id: str, name: str, value: str | None, at_tex
     set-value goes through the settlement checks first (the readings of the device's meter around --at
     allow it, billing does not hold more); with nothing to check against it needs --confirm.
     Every command is written to the audit log (`meter-bridge cmd-log`). Sent with the operator account
-    in commands.username/commands.password_file. Exit 0 when the device accepted or did it, 3 refused,
-    4 no answer, 5 blocked before sending.
+    in commands.username/commands.password_file to the broker at mqtt.host/mqtt.port: MQTT 5, or MQTT
+    3.1.1 when broker.kind = rabbitmq (the cluster's MQTT listener or its load balancer). Exit 0 when
+    the device accepted or did it, 3 refused, 4 no answer, 5 blocked before sending.
     """
     cfg = load_config(ctx)
     at = _parse_at(at_text)

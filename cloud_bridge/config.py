@@ -6,6 +6,7 @@ start. Secrets (broker password, API tokens) are read from files named here, nev
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -110,6 +111,11 @@ class BrokerSection(Section):
         description="RabbitMQ's management API (broker.kind = rabbitmq), reached with the admin account.")
     management_ca_file: str | None = Field(None, description="CA certificate for an https:// management_url.")
     vhost: str = Field("/", min_length=1, max_length=100, description="RabbitMQ vhost of the devices and the bridge.")
+    mqtt_nodes: list[str] = Field(
+        default_factory=list,
+        description="RabbitMQ: every node's MQTT listener as HOST:PORT (TLS when mqtt.ca_file is set). RabbitMQ keeps "
+        "retained messages per node, so `devices retire` clears a device's retained topics on each of these. Empty: "
+        "the listeners the management API reports, reached at the node's host name (rabbit@HOST).")
     admin_username: str = Field(
         "broker-admin", description="The broker's admin account that `devices add` and `accounts …` manage "
         "accounts with (Mosquitto: dynamic security at mqtt.host/mqtt.port; RabbitMQ: an administrator user "
@@ -126,10 +132,20 @@ class BrokerSection(Section):
         "older configs load.")
 
 
+    @field_validator("mqtt_nodes")
+    @classmethod
+    def _host_ports(cls, v: list[str]) -> list[str]:
+        bad = [n for n in v if not re.fullmatch(r"[A-Za-z0-9_.:\[\]-]+:[0-9]{1,5}", n)]
+        if bad:
+            raise ValueError(f"not HOST:PORT: {', '.join(bad)} (e.g. mq1:8883)")
+        return v
+
+
 class CommandsSection(Section):
     username: str | None = Field(
         None, description="Broker account (role operator) `meter-bridge cmd` sends commands with; it connects "
-        "with this name as client id (`meter-bridge accounts add NAME --role operator`).")
+        "with this name as client id (`meter-bridge accounts add NAME --role operator`) to mqtt.host/mqtt.port, "
+        "over MQTT 5 on Mosquitto and MQTT 3.1.1 on RabbitMQ (broker.kind).")
     password_file: str | None = Field(None, description="File (mode 600) with that account's password.")
     timeout_s: float = Field(30.0, gt=0, le=3600, description="How long `cmd` waits for the device's answer.")
 

@@ -93,6 +93,22 @@ def ha_config(component: str, device_id: str, object_id: str) -> str:
     return f"{HA_DISCOVERY_PREFIX}/{component}/{_check(device_id)}/{object_id}/config"
 
 
+# The Home Assistant entities a device announces, (component, object id): edge/transport/discovery.py
+# builds their configs (a test keeps the two the same). The bridge needs the list where it cannot ask the
+# broker for them: RabbitMQ 3.x delivers no retained message to a wildcard subscription, so `devices
+# retire` clears these topics by name.
+HA_ENTITIES: tuple[tuple[str, str], ...] = (
+    ("binary_sensor", "problem"), ("button", "capture"), ("button", "reload"), ("sensor", "cpu_temperature"),
+    ("sensor", "flow"), ("sensor", "free_disk"), ("sensor", "last_error"), ("sensor", "last_reading"),
+    ("sensor", "model"), ("sensor", "outbox_depth"), ("sensor", "reading_status"), ("sensor", "uptime"),
+    ("sensor", "value"))
+
+
+def ha_configs(device_id: str) -> list[str]:
+    """Every discovery config topic of HA_ENTITIES for this device."""
+    return [ha_config(component, device_id, object_id) for component, object_id in HA_ENTITIES]
+
+
 @dataclass(frozen=True)
 class DeviceTopic:
     """A parsed `meters/{device_id}/{kind}[/{name}]` topic."""

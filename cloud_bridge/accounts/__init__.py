@@ -74,8 +74,8 @@ def _admin_password(cfg: BridgeConfig) -> str:
 def admin_for(cfg: BridgeConfig) -> DynSecAdmin:
     """The admin connection the bridge config names (broker.admin_*, reached at mqtt.host/port)."""
     if cfg.broker.kind != "mosquitto":
-        raise AccountError(f"this is Mosquitto's account management; the broker is {cfg.broker.kind} (broker.kind): "
-                           "list its users with `rabbitmqctl list_users` or the management UI "
+        raise AccountError(f"this is Mosquitto's account management; the broker is {cfg.broker.kind} (broker.kind), "
+                           "whose accounts `meter-bridge accounts`/`devices` manage through its management API "
                            "(docs/operate-city-scale.md)")
     return DynSecAdmin(cfg.mqtt.host, cfg.mqtt.port, cfg.broker.admin_username, _admin_password(cfg),
                        ca_file=cfg.mqtt.ca_file)
@@ -83,6 +83,8 @@ def admin_for(cfg: BridgeConfig) -> DynSecAdmin:
 
 class DeviceAccounts(Protocol):
     """Device accounts on whichever broker the config names (a context manager holding its connection)."""
+
+    warnings: list[str]  # what the last retire_device could not do (say it to the operator)
 
     def __enter__(self) -> DeviceAccounts: ...
 
@@ -92,12 +94,13 @@ class DeviceAccounts(Protocol):
         """Create the device's account (or, with `reissue`, give it a new password); the password."""
 
     def retire_device(self, device_id: str) -> list[str]:
-        """Revoke the account (disconnecting the device); the retained topics cleared."""
+        """Revoke the account (disconnecting the device); the retained topics cleared (`warnings`: where not)."""
 
 
 class MosquittoDeviceAccounts:
     def __init__(self, admin: DynSecAdmin) -> None:
         self.admin = admin
+        self.warnings: list[str] = []
 
     def __enter__(self) -> MosquittoDeviceAccounts:
         self.admin.__enter__()
@@ -118,7 +121,8 @@ def rabbitmq_admin_for(cfg: BridgeConfig) -> RabbitMqAdmin:
     from cloud_bridge.accounts.rabbitmq import RabbitMqAdmin
 
     return RabbitMqAdmin(cfg.broker.management_url, cfg.broker.admin_username, _admin_password(cfg),
-                         vhost=cfg.broker.vhost, ca_file=cfg.broker.management_ca_file)
+                         vhost=cfg.broker.vhost, ca_file=cfg.broker.management_ca_file,
+                         mqtt_nodes=cfg.broker.mqtt_nodes, mqtt_ca_file=cfg.mqtt.ca_file)
 
 
 def device_accounts(cfg: BridgeConfig) -> DeviceAccounts:
@@ -198,6 +202,12 @@ def retire_device_on_broker(admin: DynSecAdmin, device_id: str) -> list[str]:
     return cleared
 
 
-def list_accounts(admin: DynSecAdmin) -> list[Account]:
+def list_accounts(admin: DynSecAdmin | RabbitMqAdmin) -> list[Account]:
+    """Every broker account with its role and the client id it must use (Mosquitto's dynamic security, or
+    RabbitMQ's users with the role read back from their topic permissions)."""
+    from cloud_bridge.accounts.rabbitmq import RabbitMqAdmin
+
+    if isinstance(admin, RabbitMqAdmin):
+        return [Account(name, role, client_id) for name, role, client_id in admin.list_accounts()]
     out = [Account(str(c.get("username")), _role_of(c), c.get("clientid") or None) for c in admin.list_clients()]
     return sorted(out, key=lambda a: (a.role, a.username))

@@ -99,8 +99,15 @@ def add_cmd(ctx: click.Context, name: str, role: str, password_out: Path | None,
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def list_cmd(ctx: click.Context, as_json: bool) -> None:
-    """Every broker account with its role and the client id it must use."""
-    rows = _admin_call(ctx, list_accounts)
+    """Every broker account with its role and the client id it must use.
+
+    On RabbitMQ (broker.kind = rabbitmq) its users through the management API, each role read back from
+    the user's topic permissions (`-`: not one of the roles' rights, e.g. a user made by hand).
+    """
+    if load_config(ctx).broker.kind == "rabbitmq":
+        rows = _rabbitmq_call(ctx, list_accounts)
+    else:
+        rows = _admin_call(ctx, list_accounts)
     if as_json:
         click.echo(json.dumps({"accounts": [{"username": a.username, "role": a.role, "client_id": a.client_id}
                                             for a in rows]}))
@@ -109,7 +116,7 @@ def list_cmd(ctx: click.Context, as_json: bool) -> None:
     for col in ("user", "role", "client id"):
         table.add_column(col)
     for a in rows:
-        table.add_row(a.username, a.role, a.client_id or "[dim]any (bridge-<i>)[/dim]")
+        table.add_row(a.username, a.role, a.client_id or ("bridge-<i>" if a.role == "bridge" else "[dim]any[/dim]"))
     Console().print(table)
 
 
@@ -141,7 +148,8 @@ def rotate_cmd(ctx: click.Context, name: str, password_out: Path | None, as_json
         return password, role
 
     if load_config(ctx).broker.kind == "rabbitmq":
-        password, role = _rabbitmq_call(ctx, lambda admin: admin.rotate(name)), "-"
+        password, role = _rabbitmq_call(ctx, lambda admin: (
+            admin.rotate(name), next((a.role for a in list_accounts(admin) if a.username == name), "-")))
     else:
         password, role = _admin_call(ctx, run)
     _secret_out(password_out, password)

@@ -14,6 +14,11 @@ Differences from Mosquitto's dynamic security (docs/operate-city-scale.md): Rabb
 client id to an account (a device could connect with another's id and so disconnect it, though it
 cannot read its queue), and it does not disconnect a deleted user by itself (`remove` closes its
 connections). Passwords are sent as RabbitMQ's salted SHA-256 hash, never in clear.
+
+Retained messages are not in the management API: RabbitMQ 3.x keeps them in a store on each node and
+delivers none to a wildcard subscription. So a retired device's retained topics are cleared by name
+(`retired_topics`) with an empty retained publish over MQTT 3.1.1, as the admin, on every node's MQTT
+listener (`broker.mqtt_nodes`, or those the management API reports).
 """
 
 from __future__ import annotations
@@ -23,13 +28,27 @@ import hashlib
 import logging
 import os
 import re
+import ssl
+import threading
+import time
+import uuid
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud_bridge.accounts.dynsec import new_password
-from cloud_bridge.accounts.roles import ROLE_ACLS, AccountError, Acl, check_account_name, device_acls
+from cloud_bridge.accounts.roles import (
+    ADMIN_ROLE,
+    ROLE_ACLS,
+    ROLES,
+    AccountError,
+    Acl,
+    check_account_name,
+    device_acls,
+)
 from contract import topics
 
 log = logging.getLogger(__name__)
@@ -84,16 +103,45 @@ def vhost_permissions(client_id_pattern: str, *, extra_queues: str | None = None
 
 # The bridge's workers (client ids bridge-<i>) also declare, bind and consume the bridge.* queues.
 ROLE_QUEUES = {"bridge": r"bridge\.[A-Za-z0-9_.-]+"}
+_WILDCARD_OR_LOOPBACK = {"", "::", "0.0.0.0", "127.0.0.1", "::1"}
+
+
+def retired_topics(device_id: str) -> list[str]:
+    """What a retired device leaves retained: its status (and last will), telemetry, state, the bridge's
+    dashboard state of it (not retained on RabbitMQ, cleared all the same) and its HA discovery configs."""
+    return [topics.status(device_id), topics.telemetry(device_id), topics.state(device_id),
+            topics.device_state(device_id), *topics.ha_configs(device_id)]
+
+
+def role_of(name: str, tags: list[str], topic_perms: dict[str, Any] | None) -> str:
+    """The role an account's permissions are those of (`device`, a ROLE, the admin role), or `-`."""
+    if "administrator" in tags:
+        return ADMIN_ROLE
+    if not topic_perms:
+        return "-"
+    have = {k: topic_perms.get(k) for k in ("exchange", "write", "read")}
+    try:
+        if have == topic_permissions(device_acls(name)):
+            return "device"
+    except ValueError:  # not a device id
+        pass
+    return next((role for role in ROLES if have == topic_permissions(ROLE_ACLS[role])), "-")
 
 
 class RabbitMqAdmin:
     """The management API as the broker's admin account (use it as a context manager)."""
 
     def __init__(self, url: str, username: str, password: str, *, vhost: str = "/", ca_file: str | None = None,
-                 timeout_s: float = 10.0) -> None:
+                 timeout_s: float = 10.0, mqtt_nodes: list[str] | None = None,
+                 mqtt_ca_file: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.vhost = vhost
         self.username = username
+        self._password = password
+        self.timeout_s = timeout_s
+        self.mqtt_nodes = list(mqtt_nodes or [])
+        self.mqtt_ca_file = mqtt_ca_file
+        self.warnings: list[str] = []  # what the last retire_device could not do (a node not reached)
         self._client = httpx.Client(base_url=self.url, auth=(username, password), timeout=timeout_s,
                                     verify=ca_file if ca_file else True)
 
@@ -160,6 +208,86 @@ class RabbitMqAdmin:
     def list_users(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/api/users").json())
 
+    def list_accounts(self) -> list[tuple[str, str, str | None]]:
+        """(user, role, client id it must use) for every user; the role is read back from its topic
+        permissions on this vhost (`-`: none of the roles' rights, e.g. made by hand)."""
+        perms = {p.get("user"): p for p in self._call("GET", f"/api/vhosts/{self._vh()}/topic-permissions",
+                                                       ok=(200, 404)).json() or []
+                 if isinstance(p, dict) and p.get("exchange") == EXCHANGE}
+        out = []
+        for u in self.list_users():
+            name = str(u.get("name"))
+            tags = u.get("tags") or []
+            tags = tags if isinstance(tags, list) else [t for t in str(tags).split(",") if t]
+            role = role_of(name, tags, perms.get(name))
+            client_id = name if role == "device" or (role in ROLES and role != "bridge") else None
+            out.append((name, role, client_id))
+        return sorted(out, key=lambda a: (a[1], a[0]))
+
+    # -- retained messages (per node on RabbitMQ 3.x) -------------------------------------------
+    def mqtt_listeners(self) -> list[tuple[str, int]]:
+        """Every node's MQTT listener: `broker.mqtt_nodes`, else what the management API reports (the TLS
+        one when mqtt_ca_file is set), at the listener's own address unless that is a wildcard or loopback,
+        then at the node's host name (rabbit@HOST)."""
+        if self.mqtt_nodes:
+            return [(h.strip("[]"), int(p)) for h, _, p in (n.rpartition(":") for n in self.mqtt_nodes)]
+        want = "mqtt/ssl" if self.mqtt_ca_file else "mqtt"
+        found = set()
+        for lst in self._call("GET", "/api/overview").json().get("listeners") or []:
+            if lst.get("protocol") != want:
+                continue
+            ip = str(lst.get("ip_address") or "")
+            host = ip if ip not in _WILDCARD_OR_LOOPBACK else str(lst.get("node", "")).partition("@")[2]
+            if host:
+                found.add((host, int(lst["port"])))
+        return sorted(found)
+
+    def clear_retained(self, topic_names: list[str]) -> list[str]:
+        """An empty retained message (MQTT's way to delete one) on each topic, on every node's MQTT listener
+        as the admin account. Returns what could not be done, one line per node (empty: all done)."""
+        listeners = self.mqtt_listeners()
+        if not listeners:
+            return ["no MQTT listener reported by the management API: set broker.mqtt_nodes (HOST:PORT of each "
+                    "node) to clear retained topics"]
+        problems = []
+        for host, port in listeners:
+            try:
+                self._clear_on(host, port, topic_names)
+            except AccountError as exc:
+                problems.append(f"{host}:{port}: {exc}")
+        return problems
+
+    def _clear_on(self, host: str, port: int, topic_names: list[str]) -> None:
+        connack: list[Any] = []
+        gone = threading.Event()
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{self.username}-{uuid.uuid4().hex[:8]}",
+                        protocol=mqtt.MQTTv311, clean_session=True)
+        c.username_pw_set(self.username, self._password)
+        if self.mqtt_ca_file:
+            c.tls_set(ca_certs=self.mqtt_ca_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        c.on_connect = lambda _c, _u, _f, rc, _p=None: connack.append(rc)
+        c.on_disconnect = lambda *_a: gone.set()
+        try:
+            c.connect(host, port, keepalive=30)
+        except OSError as exc:
+            raise AccountError(f"cannot reach it ({exc.strerror or exc})") from None
+        c.loop_start()
+        try:
+            deadline = time.monotonic() + self.timeout_s
+            while not connack and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if not connack or connack[0].is_failure:
+                why = connack[0] if connack else "no answer"
+                raise AccountError(f"MQTT login as {self.username!r} refused ({why})")
+            infos = [c.publish(t, b"", qos=1, retain=True) for t in topic_names]
+            for info in infos:
+                info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+            if not all(i.is_published() for i in infos) or gone.is_set():
+                raise AccountError("the node did not confirm clearing the retained topics")
+        finally:
+            c.disconnect()
+            c.loop_stop()
+
     # -- what the command line does -------------------------------------------------------------
     def add_device(self, device_id: str, *, reissue: bool = False) -> str:
         """A device's account: rights only on its own topics and its own session queues."""
@@ -208,8 +336,13 @@ class RabbitMqAdmin:
         return gone
 
     def retire_device(self, device_id: str) -> list[str]:
-        """Revoke the device's account (closing its connections). Retained topics are not cleared:
-        RabbitMQ 3.x keeps retained messages per node, outside the management API; the fleet state
-        is in the store (docs/operate-city-scale.md)."""
+        """Revoke the device's account (closing its connections), then clear its retained topics on every
+        node (`retired_topics`); returns them. A node that could not be reached keeps its copies: said in
+        `warnings`, the account is revoked all the same."""
         self.remove(device_id)
-        return []
+        time.sleep(0.5)  # the closed connection's last will (`offline`, retained) lands before we clear it
+        cleared = retired_topics(device_id)
+        self.warnings = self.clear_retained(cleared)
+        for w in self.warnings:
+            log.warning("retained topics of %s not cleared on %s", device_id, w)
+        return cleared

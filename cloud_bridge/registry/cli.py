@@ -261,9 +261,16 @@ def unbind(ctx: click.Context, device_id: str, as_json: bool) -> None:
     click.echo(f"closed binding {old.id} (meter {old.meter_serial}) at {_t(old.valid_to)}")
 
 
-def _retire_on_broker(cfg: Any, device_id: str) -> list[str]:
+def _retire_on_broker(cfg: Any, device_id: str) -> tuple[list[str], list[str]]:
+    """The retained topics cleared, and what could not be done (a RabbitMQ node not reached)."""
     with device_accounts(cfg) as accounts:
-        return accounts.retire_device(device_id)
+        return accounts.retire_device(device_id), list(accounts.warnings)
+
+
+def _warn_not_cleared(device_id: str, warnings: list[str]) -> None:
+    for w in warnings:
+        click.echo(f"warning: {device_id}'s retained topics were not cleared on {w}; that node keeps them until "
+                   "an empty retained message is published to each (the topics under `cleared`)", err=True)
 
 
 @devices.command("retire")
@@ -275,7 +282,9 @@ def retire(ctx: click.Context, device_id: str, as_json: bool) -> None:
 
     Revokes its broker account (the broker disconnects it at once), closes its binding, and clears its
     retained topics (status, telemetry, state) and its Home Assistant discovery, so HA removes its
-    entities. Its readings and binding history are kept. A new Pi gets a new id: `devices add NEW`,
+    entities; on RabbitMQ (broker.kind = rabbitmq) on every node's MQTT listener, since each node keeps
+    its own retained messages (a node not reached is named in a warning). Its readings and binding
+    history are kept. A new Pi gets a new id: `devices add NEW`,
     then `devices replace OLD NEW` instead of this, to keep the meter's binding.
     """
     cfg = load_config(ctx)
@@ -284,14 +293,15 @@ def retire(ctx: click.Context, device_id: str, as_json: bool) -> None:
         with engine.begin() as conn:
             closed = registry.retire(conn, device_id)
             # Inside the transaction: if the broker cannot be reached, the device is not marked retired.
-            cleared = _retire_on_broker(cfg, device_id)
+            cleared, warnings = _retire_on_broker(cfg, device_id)
     except (RegistryError, AccountError) as exc:
         fail(str(exc))
     finally:
         engine.dispose()
+    _warn_not_cleared(device_id, warnings)
     if as_json:
         _print_json({"device_id": device_id, "closed": closed.as_json(show_payer=True) if closed else None,
-                     "cleared": cleared})
+                     "cleared": cleared, "not_cleared_on": warnings})
         return
     click.echo(f"retired {device_id}: broker account revoked, {len(cleared)} retained topic(s) cleared"
                + (f", binding {closed.id} (meter {closed.meter_serial}) closed" if closed else ""))
@@ -314,14 +324,15 @@ def replace(ctx: click.Context, old: str, new: str, as_json: bool) -> None:
     try:
         with engine.begin() as conn:
             closed, opened = registry.replace(conn, old, new)
-            cleared = _retire_on_broker(cfg, old)
+            cleared, warnings = _retire_on_broker(cfg, old)
     except (RegistryError, AccountError) as exc:
         fail(str(exc))
     finally:
         engine.dispose()
+    _warn_not_cleared(old, warnings)
     if as_json:
         _print_json({"retired": old, "closed": closed.as_json(show_payer=True),
-                     "binding": opened.as_json(show_payer=True), "cleared": cleared})
+                     "binding": opened.as_json(show_payer=True), "cleared": cleared, "not_cleared_on": warnings})
         return
     click.echo(f"{new} now reads meter {opened.meter_serial} for payer {mask_payer(opened.payer_code)} "
                f"(binding {opened.id}); {old} retired ({len(cleared)} retained topic(s) cleared)")

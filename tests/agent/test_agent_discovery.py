@@ -100,6 +100,10 @@ def test_name_and_configuration_url_reach_the_device_block() -> None:
 
 def test_removal_covers_every_discovery_topic() -> None:
     assert removal_topics("flat-12") == sorted(discovery_messages("flat-12", version="x"))
+    # the bridge clears the same topics by name when it retires a device on RabbitMQ (no wildcards there)
+    from contract import topics
+
+    assert sorted(topics.ha_configs("flat-12")) == removal_topics("flat-12")
 
 
 def test_models_refuse_what_ha_would_reject() -> None:

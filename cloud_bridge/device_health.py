@@ -26,16 +26,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Select, and_, case, false, func, literal, or_, select, true
+from sqlalchemy import Connection, FromClause, Select, and_, case, false, func, literal, or_, select, true
 
 from cloud_bridge.config import FleetSection, WindowSection
 from cloud_bridge.store.tables import (
     bindings,
+    device_latest,
     device_status,
     device_telemetry,
     devices,
     meters,
-    readings,
     settlements,
     submissions,
 )
@@ -119,50 +119,30 @@ class DeviceHealth:
         }
 
 
-def device_rows(now: datetime, fleet: FleetSection, device_ids: Iterable[str] | None = None) -> Select[Any]:
+def device_rows(now: datetime, fleet: FleetSection, device_ids: Iterable[str] | None = None, *,
+                latest: FromClause | None = None) -> Select[Any]:
     """THE device-state query: one row per registered device (only `device_ids` when given), with every
     column the module docstring describes. `stale`, `suspect_last_day` and `error_last_day` are 0/1
-    columns computed by the database, so a count over the fleet is a SUM over this query."""
+    columns computed by the database, so a count over the fleet is a SUM over this query.
+
+    Each device's newest reading and its not-ok run come from its row of `device_latest`, which the store
+    keeps as readings are stored (cloud_bridge/store/device_latest.py): one row per device, however long
+    its history. `latest` replaces that table by another source with its columns: the bench and the
+    tests pass `latest_from_readings(...)`, the same facts recomputed from every reading."""
     wanted = None if device_ids is None else sorted(set(device_ids))
 
     def only(col: Any) -> Any:
         return true() if wanted is None else col.in_(wanted)
 
-    def newest(status: str) -> Any:
-        return func.max(case((readings.c.status == status, readings.c.taken_at)))
-
-    # One pass over each device's readings (the (device_id, taken_at) index): how many, the newest taken,
-    # the newest ok / suspect / error.
-    per_device = (select(readings.c.device_id, func.count().label("n"),
-                         func.max(readings.c.taken_at).label("last_at"), newest("ok").label("ok_at"),
-                         newest("suspect").label("suspect_at"), newest("error").label("error_at"))
-                  .where(only(readings.c.device_id)).group_by(readings.c.device_id).cte("per_device"))
-    # Readings are ordered by (taken_at, id): of two taken at the same instant (a new epoch re-sending,
-    # a burst within a second) the one stored later counts as the newer. Per device, each of these is an
-    # index lookup from the row above, not another pass over every reading.
-    r = readings.alias("r")
-    at_newest = (select(func.max(r.c.id)).where(and_(r.c.device_id == per_device.c.device_id,
-                                                     r.c.taken_at == per_device.c.last_at)).scalar_subquery())
-    at_newest_ok = (select(func.max(r.c.id)).where(and_(r.c.device_id == per_device.c.device_id,
-                                                        r.c.taken_at == per_device.c.ok_at, r.c.status == "ok"))
-                    .scalar_subquery())
-    newest_ids = select(per_device.c.device_id, at_newest.label("last_id"), at_newest_ok.label("ok_id")) \
-        .cte("newest_ids")
-    # Not ok since the newest ok one: the readings from that one on (a range of the index). A device with
-    # no ok reading at all has every one of its readings not ok.
-    since_ok = (select(func.count()).where(and_(
-        r.c.device_id == per_device.c.device_id, r.c.taken_at >= per_device.c.ok_at, r.c.status != "ok",
-        or_(r.c.taken_at > per_device.c.ok_at, r.c.id > newest_ids.c.ok_id))).scalar_subquery())
-    not_ok_n = case((per_device.c.ok_at.is_(None), per_device.c.n), else_=since_ok)
+    dl = device_latest if latest is None else latest
     open_binding = (select(bindings.c.device_id, bindings.c.meter_serial, bindings.c.payer_code,
                            bindings.c.valid_from, meters.c.kind)
                     .join(meters, meters.c.serial == bindings.c.meter_serial)
                     .where(and_(bindings.c.valid_to.is_(None), only(bindings.c.device_id)))
                     .subquery("open_binding"))
-    last = readings.alias("last")
     tel = device_telemetry
     day_ago = now - timedelta(days=1)
-    since = func.coalesce(per_device.c.last_at, devices.c.created_at)
+    since = func.coalesce(dl.c.last_taken_at, devices.c.created_at)
     stale = case((and_(devices.c.retired_at.is_(None), since < now - stale_after(fleet)), 1), else_=0)
 
     def within_day(col: Any) -> Any:
@@ -170,23 +150,22 @@ def device_rows(now: datetime, fleet: FleetSection, device_ids: Iterable[str] | 
 
     return (select(devices.c.device_id, devices.c.created_at, devices.c.note, devices.c.retired_at,
                    device_status.c.online, device_status.c.changed_at.label("online_changed_at"),
-                   func.coalesce(per_device.c.n, literal(0)).label("n"), last.c.seq.label("last_seq"),
-                   last.c.taken_at, last.c.stored_at, last.c.value, last.c.status, last.c.reason,
-                   last.c.model.label("reading_model"),
-                   func.coalesce(not_ok_n, literal(0)).label("not_ok_n"),
+                   func.coalesce(dl.c.n, literal(0)).label("n"), dl.c.last_seq.label("last_seq"),
+                   dl.c.last_taken_at.label("taken_at"), dl.c.last_stored_at.label("stored_at"),
+                   dl.c.last_value.label("value"), dl.c.last_status.label("status"),
+                   dl.c.last_reason.label("reason"), dl.c.last_model.label("reading_model"),
+                   func.coalesce(dl.c.not_ok_n, literal(0)).label("not_ok_n"),
                    settlements.c.state.label("settlement"), settlements.c.reason.label("settlement_reason"),
                    open_binding.c.meter_serial, open_binding.c.kind, open_binding.c.payer_code,
                    open_binding.c.valid_from, tel.c.at.label("telemetry_at"), tel.c.outbox_depth, tel.c.last_error,
                    tel.c.cpu_temp_c, tel.c.free_disk_bytes, tel.c.disk_full, tel.c.uptime_s, tel.c.model,
                    tel.c.version, stale.label("stale"),
-                   within_day(per_device.c.suspect_at).label("suspect_last_day"),
-                   within_day(per_device.c.error_at).label("error_last_day"))
+                   within_day(dl.c.suspect_at).label("suspect_last_day"),
+                   within_day(dl.c.error_at).label("error_last_day"))
             .select_from(devices)
             .outerjoin(device_status, device_status.c.device_id == devices.c.device_id)
-            .outerjoin(per_device, per_device.c.device_id == devices.c.device_id)
-            .outerjoin(newest_ids, newest_ids.c.device_id == devices.c.device_id)
-            .outerjoin(last, last.c.id == newest_ids.c.last_id)
-            .outerjoin(settlements, settlements.c.reading_id == last.c.id)
+            .outerjoin(dl, dl.c.device_id == devices.c.device_id)
+            .outerjoin(settlements, settlements.c.reading_id == dl.c.last_id)
             .outerjoin(open_binding, open_binding.c.device_id == devices.c.device_id)
             .outerjoin(tel, tel.c.device_id == devices.c.device_id)
             .where(only(devices.c.device_id))

@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from cloud_bridge.config import DEFAULT_MAX_CLOCK_SKEW_S
 from cloud_bridge.ingest.source import Message
+from cloud_bridge.store.device_latest import note_readings
 from cloud_bridge.store.tables import (
     bindings,
     counters,
@@ -144,6 +145,9 @@ def store_readings(conn: Connection, items: list[tuple[Message, Reading]], now: 
         stmt = (_insert(conn, readings).on_conflict_do_nothing(index_elements=["device_id", "epoch", "seq"])
                 .returning(readings.c.id, readings.c.device_id, readings.c.epoch, readings.c.seq))
         new = {(d, int(e), int(q)): int(rid) for rid, d, e, q in conn.execute(stmt, rows).all()}
+        # The devices' newest-reading rows, in this transaction (cloud_bridge/store/device_latest.py).
+        note_readings(conn, [{**row, "id": new[key]} for row in rows
+                             if (key := (row["device_id"], row["epoch"], row["seq"])) in new])
     for i, (msg, r) in enumerate(items):
         if outcomes[i] is not None:
             continue

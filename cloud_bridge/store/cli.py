@@ -1,4 +1,4 @@
-"""`meter-bridge db …`: migrations."""
+"""`meter-bridge db …`: migrations, and rebuilding what the store derives from readings."""
 
 from __future__ import annotations
 
@@ -61,3 +61,40 @@ def current_cmd(ctx: click.Context) -> None:
     finally:
         engine.dispose()
     click.echo(f"database: {have or '(empty)'}; newest: {head_revision()}")
+
+
+@db.command("rebuild-latest")
+@click.option("--chunk", type=click.IntRange(1, 100_000), default=1000, show_default=True,
+              help="Devices per transaction.")
+@click.pass_context
+def rebuild_latest_cmd(ctx: click.Context, chunk: int) -> None:
+    """Recompute every device's newest-reading row (table device_latest) from its readings. Needed only
+    when readings were stored by something that did not keep that table: workers of a version before
+    0008_device_latest still running while `db upgrade` ran, or a restore of the readings alone. Safe
+    while workers run (each device's row is locked while it is rebuilt); a scan of every reading."""
+    from sqlalchemy import select
+
+    from cloud_bridge.store.device_latest import rebuild
+    from cloud_bridge.store.engine import open_existing_store
+    from cloud_bridge.store.tables import devices
+
+    cfg = load_config(ctx)
+    try:
+        engine = open_existing_store(cfg.database_url, migrate=False)
+    except StoreError as exc:
+        fail(str(exc))
+    devices_n = with_readings = 0
+    try:
+        after = ""
+        while True:
+            with engine.begin() as conn:
+                ids = list(conn.execute(select(devices.c.device_id).where(devices.c.device_id > after)
+                                        .order_by(devices.c.device_id).limit(chunk)).scalars())
+                if not ids:
+                    break
+                with_readings += rebuild(conn, ids)
+            devices_n += len(ids)
+            after = ids[-1]
+    finally:
+        engine.dispose()
+    click.echo(f"rebuilt device_latest: {devices_n} devices, {with_readings} with readings")

@@ -151,6 +151,30 @@ readings = Table(
     Index("ix_readings_device_id_taken_at", "device_id", "taken_at"),
 )
 
+# Each device's newest reading and what the fleet needs about its history, kept up to date by whatever
+# stores a reading, in the same transaction (cloud_bridge/store/device_latest.py), so the device-state
+# query reads one row per device instead of scanning every reading (migration 0008 backfilled it).
+# Order of readings: (taken_at, id), as in the device-state query. A device with no reading has no row.
+device_latest = Table(
+    "device_latest", metadata,
+    Column("device_id", String(64), ForeignKey("devices.device_id"), primary_key=True),
+    Column("n", BigInteger, nullable=False),  # how many readings it has
+    # The newest reading (greatest taken_at, then id), copied: a reading is never updated.
+    Column("last_id", ID, ForeignKey("readings.id")),
+    Column("last_seq", BigInteger),
+    Column("last_taken_at", UtcDateTime),
+    Column("last_stored_at", UtcDateTime),
+    Column("last_value", String(24)),
+    Column("last_status", String(8)),
+    Column("last_reason", Text),
+    Column("last_model", String(128)),
+    Column("ok_id", ID),  # the newest `ok` reading (NULL: none)
+    Column("ok_taken_at", UtcDateTime),
+    Column("suspect_at", UtcDateTime),  # taken_at of the newest `suspect` reading
+    Column("error_at", UtcDateTime),  # taken_at of the newest `error` reading
+    Column("not_ok_n", BigInteger, nullable=False),  # readings after the newest ok one that are not ok
+)
+
 corrections = Table(
     "corrections", metadata,
     Column("id", ID, primary_key=True, autoincrement=True),

@@ -133,11 +133,13 @@ def test_a_correction_with_nothing_to_check_against_waits_for_the_utility(portal
 def test_notifications_page_and_json(portal: Any, page: Any) -> None:
     from sqlalchemy import update
 
+    from cloud_bridge.store.device_latest import rebuild as rebuild_latest
     from cloud_bridge.store.tables import readings
 
     # Bob's device has not sent a sure reading of November... make its readings all unsure: needs attention.
     with portal.engine.begin() as conn:
         conn.execute(update(readings).where(readings.c.device_id == "dev-b").values(status="suspect"))
+        rebuild_latest(conn, ["dev-b"])  # readings changed underneath the store: recompute its row
     sign_in(page, portal.url, portal.world.bob)
     page.goto(f"{portal.url}/me/notifications")
     assert page.locator("article.event.attention").count() == 0  # 20 Nov: more than 3 days before 3 Dec

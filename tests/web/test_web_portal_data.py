@@ -13,6 +13,7 @@ from sqlalchemy import update
 from web_helpers import ALICE, BOB, NOW, make_config, seed
 
 from cloud_bridge.store import open_store
+from cloud_bridge.store.device_latest import rebuild as rebuild_latest
 from cloud_bridge.store.tables import device_status, readings
 from cloud_bridge.submission.periods import WindowRule
 from cloud_bridge.web.charts import nice_step
@@ -85,6 +86,7 @@ def test_feed_offline_and_attention(store: Any) -> None:
     engine, config = store
     with engine.begin() as conn:  # Bob's readings all unsure; his device went offline two days ago
         conn.execute(update(readings).where(readings.c.device_id == "dev-b").values(status="suspect"))
+        rebuild_latest(conn, ["dev-b"])  # readings changed underneath the store: recompute its row
         conn.execute(device_status.insert().values(device_id="dev-b", online=False,
                                                    changed_at=NOW - timedelta(days=2)))
         conn.execute(device_status.insert().values(device_id="dev-a-cold", online=True, changed_at=NOW))

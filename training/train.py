@@ -35,7 +35,7 @@ from training.simdata import SIM_GROUP, simulated_crops, simulated_misplaced
 log = logging.getLogger("training")
 
 WIDTH, HEIGHT, CLASSES, COLOR = 20, 32, 100, "RGB"
-MODEL_ID = "digits-c100-v2"
+MODEL_ID = "digits-c100-v3"
 DATA_SOURCE = "haverland/Tenth-of-step-of-a-meter-digit @ ebf9b2ba (Apache-2.0)"
 
 __all__ = ["SIM_GROUP", "fit", "load_pool", "main", "simulated_crops"]
@@ -163,7 +163,8 @@ def fit(train: DigitSet, recipe: Recipe, *, threads: int | None = None,
 
 
 def sidecar_for(recipe: Recipe, *, temperature: float, threshold: float, fp: str, n_real: int, n_sim: int,
-                params: int, seconds: float, tf_version: str, cv: dict[str, Any] | None) -> dict[str, Any]:
+                params: int, seconds: float, tf_version: str, cv: dict[str, Any] | None,
+                normalize: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "schema": 1,
         "model_id": MODEL_ID,
@@ -171,7 +172,10 @@ def sidecar_for(recipe: Recipe, *, temperature: float, threshold: float, fp: str
                   "value_range": [0, 255], "dtype": "int8",
                   "preprocess": "meter_vision.infer.preprocess.to_model_input "
                                 "(BGR crop -> resize -> RGB float 0..255), "
-                                "then quantized with the input tensor's scale/zero point"},
+                                + ("then normalize_windows (each window to mean 0, deviation 1), "
+                                   if normalize else "")
+                                + "then quantized with the input tensor's scale/zero point",
+                  **({"normalize": normalize} if normalize else {})},
         "output": {"kind": "probabilities", "classes": CLASSES, "dtype": "int8",
                    "class_values": [round(k / 10, 1) for k in range(CLASSES)]},
         "decode": {"method": "circular_expectation", "window": 2,
@@ -234,14 +238,17 @@ def main(argv: list[str] | None = None) -> int:
     log.info("training on %d real + %d simulated crops (%.0fs)", len(real_files), len(sim), time.time() - t0)
     model = fit(pool, recipe, threads=args.threads)
 
-    from training.model import with_temperature
+    from meter_vision.infer.preprocess import normalize_windows
+    from training.model import for_device
 
-    shipped = with_temperature(model, temperature)
+    shipped, normalize = for_device(model, temperature)
     # Calibrate the int8 ranges on clean, un-augmented crops from every group.
     rng = np.random.default_rng(recipe.seed)
     weights = sampling_weights(pool.groups, pool.values)
     cal_idx = rng.choice(len(pool), size=min(600, len(pool)), replace=False, p=weights)
     calibration = to_model_input([pool.images[i] for i in cal_idx], WIDTH, HEIGHT, COLOR)
+    if normalize:
+        calibration = normalize_windows(calibration, normalize["epsilon"])
     from training.export import to_int8_tflite, write_model
 
     tflite = to_int8_tflite(shipped, calibration)
@@ -250,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     summary: dict[str, Any] = {k: cv[k] for k in keep if k in cv}
     sidecar = sidecar_for(recipe, temperature=temperature, threshold=threshold, fp=fp, n_real=len(real_files),
                           n_sim=len(sim), params=int(model.count_params()), seconds=time.time() - t0,
-                          tf_version=tf.__version__, cv=summary)
+                          tf_version=tf.__version__, cv=summary, normalize=normalize)
     path = write_model(args.out, tflite, sidecar)
 
     # A check that the int8 file reads through the device code (on crops it trained on: not a measure).

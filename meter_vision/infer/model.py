@@ -14,7 +14,7 @@ import numpy as np
 
 from meter_vision.infer.backends import InferenceError, Interpreter, create_interpreter
 from meter_vision.infer.decode import decode_positions, position_to_reading, softmax
-from meter_vision.infer.preprocess import to_model_input
+from meter_vision.infer.preprocess import normalize_windows, to_model_input
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,9 @@ class ModelSpec:
     window: int
     threshold: float
     raw: dict[str, Any]
+    # input.normalize = {"kind": "per_window", "epsilon": e}: the batch is normalised per window
+    # (:func:`normalize_windows`) before quantization; the model then takes normalised values
+    normalize_epsilon: float | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any], source: Path) -> ModelSpec:
@@ -79,6 +82,7 @@ class ModelSpec:
                 window=int(dec["window"]),
                 threshold=float(dec["confidence_threshold"]),
                 raw=data,
+                normalize_epsilon=_normalize_epsilon(inp.get("normalize")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InferenceError(f"model sidecar {source} is incomplete or malformed: {exc!r}") from exc
@@ -97,6 +101,17 @@ class ModelSpec:
         except (OSError, ValueError) as exc:
             raise InferenceError(f"model sidecar {path} is not readable JSON: {exc}") from exc
         return cls.from_json(data, path)
+
+
+def _normalize_epsilon(entry: Any) -> float | None:
+    if entry is None:
+        return None
+    if not isinstance(entry, dict) or entry.get("kind") != "per_window":
+        raise ValueError(f"input.normalize must be {{'kind': 'per_window', 'epsilon': e}}, not {entry!r}")
+    eps = float(entry["epsilon"])
+    if not eps > 0:
+        raise ValueError(f"input.normalize.epsilon must be > 0, not {eps}")
+    return eps
 
 
 def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
@@ -169,11 +184,14 @@ class DigitModel:
         return to_model_input(crops, self.spec.width, self.spec.height, self.spec.color)
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """Run one prepared float batch (values 0..255) through the interpreter in one invoke."""
+        """Run one prepared float batch (values 0..255) through the interpreter in one invoke (normalised
+        per window first when the sidecar says so)."""
         n = int(batch.shape[0])
         if n == 0:
             return np.zeros((0, self.spec.classes), dtype=np.float32)
         self._ensure_batch(n)
+        if self.spec.normalize_epsilon is not None:
+            batch = normalize_windows(batch, self.spec.normalize_epsilon)
         self._interp.set_tensor(self._in["index"], _quantize(batch, self._in))
         self._interp.invoke()
         out = _dequantize(np.asarray(self._interp.get_tensor(self._out["index"])), self._out)

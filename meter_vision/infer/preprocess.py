@@ -43,3 +43,19 @@ def to_model_input(crops: Sequence[np.ndarray], width: int, height: int, color: 
             img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
         batch[i] = img
     return batch
+
+
+def normalize_windows(batch: np.ndarray, epsilon: float) -> np.ndarray:
+    """Each window of a float 0..255 batch brought to mean 0 and deviation 1 over its pixels and
+    colours, on the 0..1 scale with ``epsilon`` added to the variance (so an empty, flat window is not
+    blown up into its noise). Exactly what the networks' contrast layer did in training (a Keras
+    ``LayerNormalization`` over height, width and channels without scale or offset); done here, in
+    float, because the int8 kernels of that layer cost the device as much as half a network.
+    """
+    n = batch.shape[0]
+    flat = batch.reshape(n, -1).astype(np.float32, copy=False)
+    centred = flat - flat.mean(axis=1, keepdims=True)
+    var = np.einsum("ij,ij->i", centred, centred)[:, None] / np.float32(flat.shape[1])
+    # on the 0..1 scale: (x/255 - m/255) / sqrt(v/255² + eps) = (x - m) / sqrt(v + eps·255²)
+    out: np.ndarray = (centred / np.sqrt(var + np.float32(epsilon * 255.0 * 255.0))).reshape(batch.shape)
+    return out.astype(np.float32, copy=False)

@@ -33,14 +33,16 @@ def test_train_one_epoch_and_load(tmp_path: Path, digits_root: Path, monkeypatch
 @pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
                     reason="TensorFlow is not installed (pip install -e .[train]); training not tested here")
 def test_an_ensemble_is_one_int8_model_whose_logits_are_its_members_mean(tmp_path: Path) -> None:
-    """Two networks (contrast layer included) averaged in one model: the int8 file reads through the
-    device code in one call, and says what the float average says."""
+    """Two networks (contrast layer included) averaged in one model: exported for the device (the
+    contrast step moved to the device's float preprocessing), the int8 file reads through the device
+    code in one call and says what the float average says."""
     import keras
     import numpy as np
 
     from meter_vision.infer.decode import decode_positions
+    from meter_vision.infer.preprocess import normalize_windows
     from training.export import to_int8_tflite, write_model
-    from training.model import build_model, ensemble, logits_model, with_temperature
+    from training.model import build_model, ensemble, for_device, logits_model, with_temperature
     from training.recipe import RECIPES
 
     keras.utils.set_random_seed(3)
@@ -56,8 +58,21 @@ def test_an_ensemble_is_one_int8_model_whose_logits_are_its_members_mean(tmp_pat
     mean_logits = np.mean([logits_model(m).predict(x, verbose=0) for m in members], axis=0)
     np.testing.assert_allclose(logits_model(both).predict(x, verbose=0), mean_logits, rtol=1e-4, atol=1e-4)
 
-    path = write_model(tmp_path, to_int8_tflite(with_temperature(both, 0.9), x),
-                       {"schema": 1, "model_id": "ensemble-test", "input": {"width": 20, "height": 32, "color": "RGB"},
+    # the device form: the same layers after the contrast step, fed windows normalised in numpy
+    device, normalize = for_device(both, 0.9)
+    assert normalize is not None and not any(lyr.name == "contrast" for lyr in device.layers)
+    xn = normalize_windows(x, normalize["epsilon"])
+    in_graph = keras.ops.convert_to_numpy(with_temperature(both, 0.9).predict(x, verbose=0))
+    np.testing.assert_allclose(device.predict(xn, verbose=0), in_graph, rtol=1e-3, atol=1e-5)
+    # an untrained network's output depends on the pixels only: the two forms agree on it too
+    plain = build_model(normalize=True)
+    plain_device, _ = for_device(plain, 1.0)
+    np.testing.assert_allclose(plain_device.predict(xn, verbose=0), with_temperature(plain, 1.0).predict(x, verbose=0),
+                               rtol=1e-3, atol=0)
+
+    path = write_model(tmp_path, to_int8_tflite(device, xn),
+                       {"schema": 1, "model_id": "ensemble-test",
+                        "input": {"width": 20, "height": 32, "color": "RGB", "normalize": normalize},
                         "output": {"classes": 100, "kind": "probabilities"},
                         "decode": {"window": 2, "confidence_threshold": 0.5}})
     dm = DigitModel(path)

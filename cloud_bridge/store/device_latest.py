@@ -35,6 +35,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from cloud_bridge.store.tables import device_latest, readings
 
+REBUILD_CHUNK = 1000
 LAST_COLUMNS = ("seq", "taken_at", "stored_at", "value", "status", "reason", "model")
 COLUMNS = ("device_id", "n", "last_id", *(f"last_{c}" for c in LAST_COLUMNS), "ok_id", "ok_taken_at",
            "suspect_at", "error_at", "not_ok_n")
@@ -161,12 +162,14 @@ def rebuild(conn: Connection, device_ids: Iterable[str]) -> int:
     written by something other than the bridge's store code (a restore, an older worker still running
     during `db upgrade`, a test). The rows are locked first, like `note_readings` does, so workers storing
     readings meanwhile wait and then merge into the rebuilt row. Returns how many devices have readings."""
-    ids = sorted(set(device_ids))
-    if not ids:
-        return 0
-    _lock(conn, ids)
-    conn.execute(delete(device_latest).where(device_latest.c.device_id.in_(ids)))
-    src = latest_from_readings(ids)
-    conn.execute(device_latest.insert().from_select(list(COLUMNS), select(*(src.c[c] for c in COLUMNS))))
-    # (the driver's rowcount of an INSERT … SELECT with a CTE is -1 on SQLite)
-    return int(conn.execute(select(func.count()).where(device_latest.c.device_id.in_(ids))).scalar_one())
+    everyone = sorted(set(device_ids))
+    rows = 0
+    for i in range(0, len(everyone), REBUILD_CHUNK):  # bound parameters stay under the drivers' limits
+        ids = everyone[i:i + REBUILD_CHUNK]
+        _lock(conn, ids)
+        conn.execute(delete(device_latest).where(device_latest.c.device_id.in_(ids)))
+        src = latest_from_readings(ids)
+        conn.execute(device_latest.insert().from_select(list(COLUMNS), select(*(src.c[c] for c in COLUMNS))))
+        # (the driver's rowcount of an INSERT … SELECT with a CTE is -1 on SQLite)
+        rows += int(conn.execute(select(func.count()).where(device_latest.c.device_id.in_(ids))).scalar_one())
+    return rows

@@ -170,3 +170,25 @@ def test_migration_backfills_and_rebuild_repairs(engine: Engine) -> None:
         assert rebuild(conn, DEVICES) == 4
         _assert_same(conn)
         assert _stored(conn)["d-a"]["not_ok_n"] == 0 and _stored(conn)["d-a"]["last_seq"] == 9
+
+
+def test_rebuild_latest_command(engine: Engine, db_url: str, tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from cloud_bridge.cli import main
+
+    register(engine, DEVICES)
+    with engine.begin() as conn:
+        handle_batch(conn, [_msg(d, 1, NOW - timedelta(hours=2), "ok") for d in DEVICES], NOW)
+        for d in DEVICES[:3]:  # written behind the store's back
+            conn.execute(readings.insert().values(device_id=d, epoch=0, seq=2, taken_at=NOW, stored_at=NOW,
+                                                  status="error", value=None, confidence=0.1, raw="{}"))
+        assert _stored(conn) != _recomputed(conn)
+    cfg = tmp_path / "bridge.toml"
+    cfg.write_text(f'database_url = "{db_url}"\n')
+    out = CliRunner().invoke(main, ["--config", str(cfg), "db", "rebuild-latest", "--chunk", "3"])
+    assert out.exit_code == 0, out.output
+    assert "4 devices, 4 with readings" in out.output
+    with engine.connect() as conn:
+        _assert_same(conn)
+        assert [_stored(conn)[d]["not_ok_n"] for d in DEVICES] == [1, 1, 1, 0]

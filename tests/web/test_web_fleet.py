@@ -26,9 +26,12 @@ from cloud_bridge.store.tables import submissions
 from cloud_bridge.web.users import create_user
 from contract.payloads import Reading, Telemetry
 
-# The bridge stores what arrives at BRIDGE_NOW; the portal looks 30 hours later (November's window open).
+# The bridge sees the devices' statuses at BRIDGE_NOW; the portal looks 30 hours later (November's window
+# open). The readings (some dated up to 20 minutes before PORTAL_NOW) reach the ingest worker just before
+# the portal looks: a bridge refuses readings dated ahead of its own clock (ingest.max_clock_skew_s).
 BRIDGE_NOW = datetime(2026, 11, 19, 3, 0, tzinfo=UTC)
 PORTAL_NOW = BRIDGE_NOW + timedelta(hours=30)
+INGEST_NOW = PORTAL_NOW - timedelta(minutes=10)
 OPERATOR, RESIDENT = "ops@example.org", "alice@example.org"
 
 pytestmark = pytest.mark.mosquitto
@@ -71,7 +74,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         source.start()
         publisher = FleetPublisher(engine, lambda t, p, q, r: source.publish(t, p, qos=q, retain=r), config.fleet,
                                    config.window, sweep=True, clock=lambda: BRIDGE_NOW)
-        worker = IngestWorker(engine, source, config, shard="bridge-0", fleet=publisher, clock=lambda: BRIDGE_NOW)
+        ingest_now = [BRIDGE_NOW]
+        worker = IngestWorker(engine, source, config, shard="bridge-0", fleet=publisher, clock=lambda: ingest_now[0])
         stop = threading.Event()
         thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
         thread.start()
@@ -84,10 +88,23 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         dev.loop_start()
         dev.subscribe("meters/+/ack", qos=1)
         assert subscribed.wait(10)
+        from sqlalchemy import func, select
+
+        from cloud_bridge.store.tables import device_status, device_telemetry
+
+        # At BRIDGE_NOW: bath-off goes offline (30 h before the portal looks), the other two are online.
+        for name, status in (("kitchen-ok", b"online"), ("bath-off", b"offline"), ("hall-err", b"online")):
+            dev.publish(f"meters/{name}/status", status, qos=1, retain=True)
+        deadline = datetime.now(UTC) + timedelta(seconds=30)
+        while datetime.now(UTC) < deadline:
+            with engine.connect() as conn:
+                if conn.execute(select(func.count()).select_from(device_status)).scalar_one() == 3:
+                    break
+            stop.wait(0.05)
+        ingest_now[0] = INGEST_NOW
         fresh = PORTAL_NOW - timedelta(minutes=20)
         sent = 0
         # kitchen-ok: online, a steady course of ok readings, healthy telemetry; billed this period.
-        dev.publish("meters/kitchen-ok/status", b"online", qos=1, retain=True)
         for d in range(15, -1, -1):
             # Day 8: the device read 00999.000 and called it ok; settlement rules it out.
             value = "00999.000" if d == 8 else f"{120 + (15 - d) * 0.31:09.3f}"
@@ -98,7 +115,6 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             uptime_s=86400, outbox_depth=0, cpu_temp_c=47.2, free_disk_bytes=12_400_000_000, model="digits-int8-v3",
             version="0.4.1", at=BRIDGE_NOW).to_json_bytes(), qos=0, retain=True)
         # bath-off: went offline 30 h before the portal looks; its last reading is old (stale).
-        dev.publish("meters/bath-off/status", b"offline", qos=1, retain=True)
         for d in range(5, 0, -1):
             dev.publish("meters/bath-off/reading", _reading("bath-off", 10 - d, BRIDGE_NOW - timedelta(days=d),
                                                             f"{40 + (5 - d) * 0.1:09.3f}"), qos=1)
@@ -108,7 +124,6 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             free_disk_bytes=3_100_000_000, model="digits-int8-v3", version="0.4.0",
             at=BRIDGE_NOW).to_json_bytes(), qos=0, retain=True)
         # hall-err: online, readings fine, then one unsure and three that could not be read at all.
-        dev.publish("meters/hall-err/status", b"online", qos=1, retain=True)
         seq = 1
         for d in range(10, 0, -1):
             dev.publish("meters/hall-err/reading", _reading("hall-err", seq, fresh - timedelta(days=d, hours=1),
@@ -131,10 +146,6 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         while len(acks) < sent and datetime.now(UTC) < deadline:
             stop.wait(0.05)
         assert len(acks) == sent, f"{len(acks)} of {sent} readings answered"
-        from sqlalchemy import func, select
-
-        from cloud_bridge.store.tables import device_telemetry
-
         while datetime.now(UTC) < deadline:
             with engine.connect() as conn:
                 if conn.execute(select(func.count()).select_from(device_telemetry)).scalar_one() == 3:

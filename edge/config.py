@@ -52,18 +52,26 @@ class MqttConfig(Section):
         3600, ge=0, le=2**32 - 1, description="MQTT 5 session expiry: the broker keeps acks/commands this long.")
     protocol: Literal["5", "3.1.1"] = Field(
         "5", description="MQTT version. 5 (Mosquitto): session expiry, and reason codes that tell a refused "
-        "publish apart. 3.1.1 for a broker without MQTT 5 (RabbitMQ before 3.13): a persistent session "
-        "the broker expires itself (mqtt.subscription_ttl), and a refused publish closes the connection "
-        "instead of answering 0x87 (docs/operate-city-scale.md).")
+        "publish apart. 3.1.1 for a broker without MQTT 5 (RabbitMQ before 3.13): a session per connection "
+        "unless mqtt.session says otherwise, and a refused publish closes the connection instead of "
+        "answering 0x87 (docs/operate-city-scale.md).")
+    session: Literal["auto", "persistent", "connection"] = Field(
+        "auto", description="What the broker keeps between connections. persistent: the session and what "
+        "arrives for the device while it is away (acks, commands; subscriptions QoS 1). connection: nothing "
+        "(clean session, subscriptions QoS 0): acks and commands reach a connected device only, and the "
+        "outbox sends again what the bridge has not acked. auto: persistent with MQTT 5, connection with "
+        "3.1.1 (on RabbitMQ 3.10 a persistent session is a quorum queue per device, which can lose acks "
+        "after a node fails, and a per-connection one is lighter: docs/operate-city-scale.md).")
     refused_backoff_s: float = Field(
         300.0, gt=0, description="Wait after the broker refused a reading as not authorised (a config error).")
     ha_discovery: bool = Field(
         True, description="Publish Home Assistant discovery configs (retained); false: remove them from HA.")
     stall_rounds: int = Field(
         3, ge=0, le=1000, description="Rounds of resends (one per ack_timeout_s) that bring back no ack at all, "
-        "while connected, before the device drops the connection and connects again (RabbitMQ 3.10 was seen to "
-        "stop delivering a connected device's acks after a node failed: docs/operate-city-scale.md); twice as many "
-        "after a reconnect that brought no ack either (up to 16 times); 0: never.")
+        "while connected, before the device drops the connection and connects again (a safety net for a broker "
+        "that stops delivering a connected device's acks, as RabbitMQ 3.10 did with persistent sessions after a "
+        "node failed: docs/operate-city-scale.md); twice as many after a reconnect that brought no ack either "
+        "(up to 16 times); 0: never.")
 
 
 class HaConfig(Section):

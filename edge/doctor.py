@@ -314,7 +314,9 @@ def check_broker(ctx: Context) -> list[Check]:
                     Check("bridge", "skip", "needs a broker connection")]
         user = cfg.mqtt.username or (cfg.device_id if cfg.mqtt.password_file else "anonymous")
         out = [Check("broker", "pass", f"{where}: logged in as {user}, client id {cfg.device_id}")]
-        probe.client.subscribe(topics.ack(cfg.device_id), qos=1)
+        from edge.transport.mqtt import subscription_qos
+
+        probe.client.subscribe(topics.ack(cfg.device_id), qos=subscription_qos(cfg.mqtt))
         rc = probe.publish(topics.status(cfg.device_id), b"offline", retain=True, timeout=5.0)
         if rc is None:
             out.append(Check("publish", "fail", "the broker did not confirm a test publish within 5 s",

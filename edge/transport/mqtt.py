@@ -78,15 +78,33 @@ def credentials(cfg: MqttConfig, device_id: str) -> tuple[str | None, str | None
     return username, password
 
 
+def persistent_session(cfg: MqttConfig) -> bool:
+    """Whether the broker keeps the device's session between connections (`mqtt.session`; auto: with MQTT 5
+    yes, with 3.1.1 no). A session per connection subscribes at QoS 0: on RabbitMQ 3.10 that is a transient
+    queue on the node the device is connected to, which goes with its connection, where a persistent one is
+    a quorum queue that acks published just after a node failure could miss (docs/operate-city-scale.md)."""
+    if cfg.session == "auto":
+        return cfg.protocol == "5"
+    return cfg.session == "persistent"
+
+
+def subscription_qos(cfg: MqttConfig) -> int:
+    """QoS of the device's subscriptions (acks, commands): 1 with a persistent session, else 0. A QoS 1
+    subscription without a persistent session would make RabbitMQ 3.10 keep a durable queue on one node,
+    which refuses the device's next session while that node is down."""
+    return 1 if persistent_session(cfg) else 0
+
+
 def device_client(cfg: MqttConfig, device_id: str, *, manual_ack: bool = False) -> mqtt.Client:
     """An MQTT client (5, or 3.1.1 by `mqtt.protocol`) logged in as the device: its id as client id, its
     account, TLS when `ca_file` is set. The agent's session and `meter-edge doctor` both connect through
     this (and `connect_args`), so they cannot drift apart."""
     if cfg.protocol == "3.1.1":
-        # No clean-start-on-first-connect in 3.1.1: the session persists (the broker expires it), and acks
-        # queued while the device was away arrive after a restart; settling an ack twice is harmless.
+        # No clean-start-on-first-connect in 3.1.1. A persistent session stays (the broker expires it), and
+        # acks queued while the device was away arrive after a restart; settling an ack twice is harmless.
+        # A session per connection is clean every time; paho still resends its unanswered QoS 1 publishes.
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv311,
-                        clean_session=False, manual_ack=manual_ack)
+                        clean_session=not persistent_session(cfg), manual_ack=manual_ack)
     else:
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv5,
                         manual_ack=manual_ack)
@@ -103,10 +121,13 @@ def device_client(cfg: MqttConfig, device_id: str, *, manual_ack: bool = False) 
 
 def connect_args(cfg: MqttConfig, *, clean_start: bool | int = False) -> dict[str, Any]:
     """The keyword arguments of paho's connect for `mqtt.protocol`: MQTT 5 sends clean start and the
-    session expiry; 3.1.1 has neither (the client's clean_session=False stands for both)."""
+    session expiry (a session per connection: clean start every time, no expiry); 3.1.1 has neither (the
+    client's clean_session stands for both)."""
     if cfg.protocol == "3.1.1":
         return {}
     props = Properties(PacketTypes.CONNECT)
+    if not persistent_session(cfg):
+        return {"clean_start": True, "properties": props}
     props.SessionExpiryInterval = cfg.session_expiry_s
     return {"clean_start": clean_start, "properties": props}
 
@@ -164,9 +185,10 @@ class MqttLink:
 
     def reconnect(self) -> None:
         """Drop the connection and connect again, as after a lost connection but without the `offline`
-        will: a clean DISCONNECT (MQTT 5 and 3.1.1 alike keep the session, so acks the broker queues
-        meanwhile are delivered), then paho's own connect with its backoff. What paho holds in flight
-        stays and is resent on the new connection; `Connected` runs the subscribe/`online`/announce again."""
+        will: a clean DISCONNECT (a persistent session stays, so acks the broker queues meanwhile are
+        delivered; with a session per connection the outbox sends those readings again), then paho's own
+        connect with its backoff. What paho holds in flight stays and is resent on the new connection;
+        `Connected` runs the subscribe/`online`/announce again."""
         self.client.disconnect()
         self.client.loop_stop()
         if self._connected.is_set():  # paho's thread ended before it reported the disconnect

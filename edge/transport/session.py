@@ -13,8 +13,9 @@ a reading the broker took but the bridge has not acked within `ack_timeout_s` is
 
 A connection that stays up but over which no ack comes back is dropped: after `mqtt.stall_rounds` rounds
 of such resends (at most one round per `ack_timeout_s`) with not a single ack in between, the next
-round is a reconnect instead (RabbitMQ 3.10 was seen to stop delivering a connected device's acks after
-a node failed; a new connection brought them all back: docs/operate-city-scale.md). Any ack, and any
+round is a reconnect instead: a safety net for a broker that stops delivering a connected device's acks
+(RabbitMQ 3.10 did, with persistent sessions in quorum queues, after a node failed; the fleet profile now
+uses a session per connection, which it was not seen to do: docs/operate-city-scale.md). Any ack, and any
 new connection, starts the count again, and a stalled connection is dropped at most once per
 `stall_rounds` x `ack_timeout_s`. A reconnect that brought no ack either points at the bridge, not the
 broker (down, or its database): the next one waits twice as many rounds, up to 16 times, so a fleet does
@@ -34,7 +35,17 @@ from collections.abc import Callable
 from contract import topics
 from contract.payloads import Ack
 from edge.config import MqttConfig
-from edge.transport.mqtt import ONLINE, Connected, ConnectFailed, Disconnected, Event, Message, MqttLink, PubAck
+from edge.transport.mqtt import (
+    ONLINE,
+    Connected,
+    ConnectFailed,
+    Disconnected,
+    Event,
+    Message,
+    MqttLink,
+    PubAck,
+    subscription_qos,
+)
 from edge.transport.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -155,7 +166,7 @@ class Session:
         log.warning(
             "no ack from the bridge through %d rounds of resends (%.3gs each) although the connection to the "
             "broker is up: dropping it and connecting again (a broker can stop delivering a connected device's "
-            "acks, as RabbitMQ 3.10 did after a node failed; a new connection gets them; mqtt.stall_rounds). "
+            "acks, as RabbitMQ 3.10 did with persistent sessions after a node failed; mqtt.stall_rounds). "
             "%d such reconnects since the agent started", self._silent_rounds, self.ack_timeout_s,
             self.stall_reconnects)
         self._stall_reconnect_at = time.monotonic()
@@ -228,8 +239,9 @@ class Session:
         self._resending = bool(self.inflight)
         self._reset_rounds()  # a new connection: count its own rounds
         self._retained_acked.clear()  # say it all again on every connection (a broker may have lost it)
-        did = self.device_id
-        self.link.subscribe([(topics.cmd_wildcard(did), 1), (topics.ack(did), 1), *self.subscriptions])
+        did, qos = self.device_id, subscription_qos(self.mqtt_cfg)
+        self.link.subscribe([(topics.cmd_wildcard(did), qos), (topics.ack(did), qos),
+                             *((t, min(q, qos)) for t, q in self.subscriptions)])
         self._announce_pending = True
         self.announce()
 

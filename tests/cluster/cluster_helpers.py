@@ -1,6 +1,8 @@
 """Simulated devices for the cluster tests: MQTT 3.1.1 clients with their own accounts, one per device,
 each on one node and moving to the next when its node goes away (what a load balancer in front of the
-cluster does for real devices), publishing QoS 1 and sending again what the bridge has not acked."""
+cluster does for real devices), publishing QoS 1 and sending again what the bridge has not acked. Their
+MQTT session is the edge agent's own for `mqtt.protocol = "3.1.1"` (edge.transport.mqtt.device_client and
+subscription_qos: a session per connection, subscriptions at QoS 0)."""
 
 from __future__ import annotations
 
@@ -15,13 +17,16 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from click.testing import CliRunner
-from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud_bridge import registry
 from cloud_bridge.cli import main
 from cloud_bridge.store.engine import open_store
 from contract import topics
 from contract.payloads import Reading
+from edge.config import MqttConfig
+from edge.transport.mqtt import device_client, subscription_qos
+
+FLEET_MQTT = MqttConfig(protocol="3.1.1")  # the device profile for the fleet broker (docs/operate-city-scale.md)
 
 
 def reading(device_id: str, seq: int) -> Reading:
@@ -82,8 +87,7 @@ class SimDevice:
         self._acked_at_last_round = 0
         self.reconnects = 0  # reconnections after acks stopped coming
         self.subscribed = threading.Event()
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.device_id, protocol=mqtt.MQTTv311,
-                        clean_session=False)
+        c = device_client(FLEET_MQTT, self.device_id)
         c.username_pw_set(self.device_id, self.password)
         c.max_inflight_messages_set(50)
         c.reconnect_delay_set(1, 2)
@@ -106,7 +110,7 @@ class SimDevice:
         if rc.is_failure:
             return
         self.connects += 1
-        client.subscribe(topics.ack(self.device_id), qos=1)
+        client.subscribe(topics.ack(self.device_id), qos=subscription_qos(FLEET_MQTT))
 
     def _on_disconnect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
         # Next node (paho reconnects to whatever connect_async set last).
@@ -132,10 +136,8 @@ class SimDevice:
     def resend_unacked(self, older_than_s: float) -> int:
         """What a real device's outbox does: publish again what the bridge has not acked in time.
 
-        After three rounds of resends without a single new ack the device reconnects: RabbitMQ 3.10 was
-        seen to stop delivering (part of) a connected device's acks after its session queue's leader
-        moved to another node (docs/operate-city-scale.md, "Failure modes"); a new connection gets a
-        new consumer on the queue."""
+        After three rounds of resends without a single new ack the device reconnects, as the agent does
+        (`mqtt.stall_rounds`, a safety net; `reconnects` counts how often it was needed)."""
         now = time.monotonic()
         with self.lock:
             due = [s for s, t in self.sent_at.items() if s not in self.acked and now - t > older_than_s]

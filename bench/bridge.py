@@ -336,9 +336,11 @@ def _rss(pid: int) -> int:
 
 
 def rabbit_session_memory(cluster: Any, n: int = 300) -> dict[str, float]:
-    """Broker memory (resident, summed over the nodes) per connected device: first N with a clean session,
-    then N more with a persistent one (the subscription to its ack topic kept in a quorum queue, as
-    deploy/rabbitmq/ sets), all kept connected until the end so freed memory is not counted twice."""
+    """Broker memory (resident, summed over the nodes) per connected device: first N with a session per
+    connection as the edge agent keeps it on this broker (clean session, its ack topic at QoS 0: a transient
+    queue), then N with a clean session subscribed at QoS 1 (a durable classic queue), then N with a
+    persistent one (QoS 1 kept in a quorum queue, as deploy/rabbitmq/ sets), all kept connected until the
+    end so freed memory is not counted twice."""
     user, password = cluster.admin_credentials
 
     def rss() -> int:
@@ -348,23 +350,23 @@ def rabbit_session_memory(cluster: Any, n: int = 300) -> dict[str, float]:
     out: dict[str, float] = {}
     clients: list[mqtt.Client] = []
     try:
-        for persistent in (False, True):
+        for kind, persistent, qos in (("connection", False, 0), ("clean", False, 1), ("persistent", True, 1)):
             before = rss()
             for k in range(n):
                 node = cluster.nodes[k % len(cluster.nodes)]
-                cid = f"mem-{int(persistent)}-{k}"
+                cid = f"mem-{kind}-{k}"
                 c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311, client_id=cid,
                                 clean_session=not persistent)
                 c.username_pw_set(user, password)
                 c.connect("127.0.0.1", node.mqtt_port, keepalive=60)
                 c.loop_start()
-                c.subscribe(f"meters/{cid}/ack", qos=1)
+                c.subscribe(f"meters/{cid}/ack", qos=qos)
                 clients.append(c)
-            out["persistent" if persistent else "clean"] = (rss() - before) / n
+            out[kind] = (rss() - before) / n
     finally:
         _close(clients)
         for k in range(n):  # persistent sessions' queues outlive the connection: drop them
-            cluster.api("DELETE", f"/api/queues/%2F/mqtt-subscription-mem-1-{k}qos1")
+            cluster.api("DELETE", f"/api/queues/%2F/mqtt-subscription-mem-persistent-{k}qos1")
     return out
 
 
@@ -417,8 +419,9 @@ def rabbit_main(n: int, workers_list: str, baseline_runs: int, out: Path) -> Non
     if results:
         console.print(f"readings table: {statistics.median(r['readings_table_bytes_per_row'] for r in results):.0f} "
                       "bytes per reading in PostgreSQL (rows and indexes)")
-    console.print(f"broker memory per connected device: {memory['clean'] / 1024:.0f} KiB with a clean session, "
-                  f"{memory['persistent'] / 1024:.0f} KiB with a persistent one (quorum queue)")
+    console.print(f"broker memory per connected device: {memory['connection'] / 1024:.0f} KiB with a session per "
+                  f"connection (QoS 0), {memory['clean'] / 1024:.0f} KiB clean with QoS 1, "
+                  f"{memory['persistent'] / 1024:.0f} KiB persistent (quorum queue)")
     out.mkdir(parents=True, exist_ok=True)
     (out / "bridge-rabbitmq.json").write_text(json.dumps(
         {"n": n, "payload_bytes": size, "broker_rate": baseline, "broker_runs": base, "runs": results,

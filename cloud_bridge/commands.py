@@ -144,8 +144,12 @@ def send_command(engine: Engine, cfg: BridgeConfig, device_id: str, name: str, *
     reason: str | None
     answered: datetime | None
     if answer is None:
+        # On RabbitMQ a device's session lasts one connection (edge mqtt.session auto with MQTT 3.1.1): a
+        # command it missed is not kept for it (docs/operate-city-scale.md, "A broker node dies").
+        later = ("devices keep no session: send it again once it is online" if cfg.broker.kind == "rabbitmq"
+                 else "a device that reconnects may still act on it")
         state, reason, answered = "no_answer", f"no answer within {timeout_s or c.timeout_s:.0f}s: is the device " \
-            "online (`devices list`)? A device that reconnects may still act on it", None
+            f"online (`devices list`)? On this broker {later}", None
     else:
         state, reason, answered = answer.state, answer.reason, utcnow()
     _record_answer(engine, command_id, state, reason, answered)

@@ -277,12 +277,19 @@ class RabbitCluster:
         return True
 
     def _queues_ready(self) -> bool:
-        """The bridge's queue exists with a replica on every node."""
+        """The bridge's queue exists with a replica on every node, all of them online under a leader (a first
+        publish to a quorum queue still electing its leader waits for it: on a busy machine, longer than a
+        client's timeout)."""
         try:
             r = self.api("GET", "/api/queues/%2F/bridge.readings")
         except httpx.HTTPError:
             return False
-        return r.status_code == 200 and len(r.json().get("members") or []) == len(self.nodes)
+        if r.status_code != 200:
+            return False
+        q = r.json()
+        running = sum(1 for nd in self.nodes if nd.running)
+        return (len(q.get("members") or []) == len(self.nodes) and len(q.get("online") or []) >= running
+                and bool(q.get("leader")))
 
     def tail_log(self, node: Node, lines: int = 15) -> str:
         texts = []

@@ -123,3 +123,15 @@ def test_a_blank_photo_has_no_counter(digit_model: DigitModel) -> None:
     result = read_photo(np.full((480, 640, 3), 200, np.uint8), digits=5, decimals=3, model=digit_model)
     assert result.status == "no_counter" and result.value is None and result.reason
     assert result.to_json()["boxes"] == []
+
+
+@pytest.mark.slow
+def test_a_sticker_with_a_longer_number_is_not_taken_for_the_counter(shared_data: Path,
+                                                                    digit_model: DigitModel) -> None:
+    """The photo benchmark's phone-style shot of a real frame with a sticker reading "00247662" beside the
+    meter: five of its digits looked like a counter, and the digit left of them says the row goes on."""
+    from bench.photo import cases
+
+    case = next(c for c in cases(0, 0, 2, 20261206) if c.name == "demo 530.12067.jpg #0")
+    result = read_photo(case.image, digits=5, decimals=0, model=digit_model)
+    assert result.status != "ok" or right(result.value, 530.12067, 0), result

@@ -52,7 +52,7 @@ RECIPES: dict[str, Recipe] = {
     # 12 epochs: v1's recipe read the five val meters as well after 12 as after 60.
     "v2-aug": Recipe("v2-aug", epochs=12, strong=True, trouble=0.04, misplaced=0.06, sim_misplaced=2000),
     # v2-aug, but a small digit in a generous window is a digit (trained as such, never flat): shipped
-    # as digits-c100-v2.
+    # as digits-c100-v2 (now one of the before-rows of docs/model.md).
     "v2b": Recipe("v2b", epochs=12, strong=True, trouble=0.04, misplaced=0.06, sim_misplaced=2000, zoom_out=0.2,
                   small_flat=False),
     # v2b plus faint (low-contrast) crops: the misses on watermeter/pp are its contrast (docs/model.md).

@@ -48,6 +48,7 @@ __all__ = [
     "rabbitmq_admin_for",
     "remove_account",
     "retire_device_on_broker",
+    "role_admin_for",
     "rotate_password",
 ]
 
@@ -141,8 +142,16 @@ def _role_of(client: dict[str, Any]) -> str:
     return roles[0] if roles else "-"
 
 
-def add_account(admin: DynSecAdmin, name: str, role: Role) -> str:
+def role_admin_for(cfg: BridgeConfig) -> DynSecAdmin | RabbitMqAdmin:
+    """The admin connection for people's and services' accounts (`meter-bridge accounts …`) on the broker
+    `broker.kind` names: Mosquitto's dynamic security, or RabbitMQ's management API."""
+    return rabbitmq_admin_for(cfg) if cfg.broker.kind == "rabbitmq" else admin_for(cfg)
+
+
+def add_account(admin: DynSecAdmin | RabbitMqAdmin, name: str, role: Role) -> str:
     """Create NAME with ROLE's rights; returns its one-time password. Refuses an existing name."""
+    if not isinstance(admin, DynSecAdmin):  # RabbitMQ: its management API
+        return admin.add_role_account(name, role)
     if role not in ROLES:
         raise AccountError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
     check_account_name(name, role=role)
@@ -172,7 +181,9 @@ def add_device_account(admin: DynSecAdmin, device_id: str, *, reissue: bool = Fa
     return password
 
 
-def rotate_password(admin: DynSecAdmin, name: str) -> str:
+def rotate_password(admin: DynSecAdmin | RabbitMqAdmin, name: str) -> str:
+    if not isinstance(admin, DynSecAdmin):  # RabbitMQ: its management API
+        return admin.rotate(name)
     if admin.get_client(name) is None:
         raise AccountError(f"no broker account {name!r} (`meter-bridge accounts list` shows them)")
     password = new_password()
@@ -180,8 +191,11 @@ def rotate_password(admin: DynSecAdmin, name: str) -> str:
     return password
 
 
-def remove_account(admin: DynSecAdmin, name: str) -> bool:
-    """Delete the account (the broker disconnects it at once) and a device's own role."""
+def remove_account(admin: DynSecAdmin | RabbitMqAdmin, name: str) -> bool:
+    """Delete the account (the broker disconnects it at once) and a device's own role (on RabbitMQ: its
+    connections and MQTT session queues)."""
+    if not isinstance(admin, DynSecAdmin):  # RabbitMQ: its management API
+        return admin.remove(name)
     gone = admin.delete_client(name)
     if gone:
         admin.delete_role(DEVICE_ROLE_PREFIX + name)
@@ -205,9 +219,7 @@ def retire_device_on_broker(admin: DynSecAdmin, device_id: str) -> list[str]:
 def list_accounts(admin: DynSecAdmin | RabbitMqAdmin) -> list[Account]:
     """Every broker account with its role and the client id it must use (Mosquitto's dynamic security, or
     RabbitMQ's users with the role read back from their topic permissions)."""
-    from cloud_bridge.accounts.rabbitmq import RabbitMqAdmin
-
-    if isinstance(admin, RabbitMqAdmin):
+    if not isinstance(admin, DynSecAdmin):  # RabbitMQ: its management API
         return [Account(name, role, client_id) for name, role, client_id in admin.list_accounts()]
     out = [Account(str(c.get("username")), _role_of(c), c.get("clientid") or None) for c in admin.list_clients()]
     return sorted(out, key=lambda a: (a.role, a.username))

@@ -14,10 +14,9 @@ from cloud_bridge.accounts import (
     ROLES,
     AccountError,
     add_account,
-    admin_for,
     list_accounts,
-    rabbitmq_admin_for,
     remove_account,
+    role_admin_for,
     rotate_password,
 )
 from cloud_bridge.accounts.roles import client_id_for
@@ -43,18 +42,9 @@ def _show_password(name: str, role: str, password: str, as_json: bool, what: str
 
 
 def _admin_call(ctx: click.Context, fn: Any) -> Any:
-    cfg = load_config(ctx)
+    """`fn(admin)` on the broker broker.kind names (Mosquitto's dynamic security, RabbitMQ's management API)."""
     try:
-        with admin_for(cfg) as admin:
-            return fn(admin)
-    except AccountError as exc:
-        fail(str(exc))
-
-
-def _rabbitmq_call(ctx: click.Context, fn: Any) -> Any:
-    """On RabbitMQ (broker.kind = rabbitmq): the same commands through its management API."""
-    try:
-        with rabbitmq_admin_for(load_config(ctx)) as admin:
+        with role_admin_for(load_config(ctx)) as admin:
             return fn(admin)
     except AccountError as exc:
         fail(str(exc))
@@ -87,10 +77,7 @@ def add_cmd(ctx: click.Context, name: str, role: str, password_out: Path | None,
 
     Its client id must be NAME (the bridge's: bridge-<worker>), so no account can take another's session.
     """
-    if load_config(ctx).broker.kind == "rabbitmq":
-        password = _rabbitmq_call(ctx, lambda admin: admin.add_role_account(name, role))
-    else:
-        password = _admin_call(ctx, lambda admin: add_account(admin, name, role))  # type: ignore[arg-type]
+    password = _admin_call(ctx, lambda admin: add_account(admin, name, role))  # type: ignore[arg-type]
     _secret_out(password_out, password)
     _show_password(name, role, password, as_json, "added account")
 
@@ -104,10 +91,7 @@ def list_cmd(ctx: click.Context, as_json: bool) -> None:
     On RabbitMQ (broker.kind = rabbitmq) its users through the management API, each role read back from
     the user's topic permissions (`-`: not one of the roles' rights, e.g. a user made by hand).
     """
-    if load_config(ctx).broker.kind == "rabbitmq":
-        rows = _rabbitmq_call(ctx, list_accounts)
-    else:
-        rows = _admin_call(ctx, list_accounts)
+    rows = _admin_call(ctx, list_accounts)
     if as_json:
         click.echo(json.dumps({"accounts": [{"username": a.username, "role": a.role, "client_id": a.client_id}
                                             for a in rows]}))
@@ -125,11 +109,7 @@ def list_cmd(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def remove_cmd(ctx: click.Context, name: str) -> None:
     """Delete the account NAME; the broker disconnects it at once. (A device: `devices retire`.)"""
-    if load_config(ctx).broker.kind == "rabbitmq":
-        gone = _rabbitmq_call(ctx, lambda admin: admin.remove(name))
-    else:
-        gone = _admin_call(ctx, lambda admin: remove_account(admin, name))
-    if not gone:
+    if not _admin_call(ctx, lambda admin: remove_account(admin, name)):
         fail(f"no broker account {name!r} (`meter-bridge accounts list` shows them)")
     click.echo(f"removed account {name}")
 
@@ -147,11 +127,7 @@ def rotate_cmd(ctx: click.Context, name: str, password_out: Path | None, as_json
         role = next((a.role for a in list_accounts(admin) if a.username == name), "-")
         return password, role
 
-    if load_config(ctx).broker.kind == "rabbitmq":
-        password, role = _rabbitmq_call(ctx, lambda admin: (
-            admin.rotate(name), next((a.role for a in list_accounts(admin) if a.username == name), "-")))
-    else:
-        password, role = _admin_call(ctx, run)
+    password, role = _admin_call(ctx, run)
     _secret_out(password_out, password)
     _show_password(name, role, password, as_json, "new password for")
 

@@ -17,11 +17,11 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 from sqlalchemy import Connection, and_, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from cloud_bridge.config import DEFAULT_MAX_CLOCK_SKEW_S
 from cloud_bridge.ingest.source import Message
 from cloud_bridge.store.device_latest import note_readings
+from cloud_bridge.store.engine import upsert_insert
 from cloud_bridge.store.tables import (
     bindings,
     counters,
@@ -64,10 +64,6 @@ def clean_text(value: str | None, limit: int = 1000) -> str | None:
     if value is None:
         return None
     return value[:limit].replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
-
-
-def _insert(conn: Connection, table: Any) -> Any:
-    return (postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table))
 
 
 def _devices_and_bindings(conn: Connection, device_ids: set[str]) -> dict[str, int | None]:
@@ -142,7 +138,7 @@ def store_readings(conn: Connection, items: list[tuple[Message, Reading]], now: 
             rows.append(_reading_row(r, raws[i], bound[r.device_id], now))  # type: ignore[arg-type]
     new: dict[tuple[str, int, int], int] = {}
     if rows:
-        stmt = (_insert(conn, readings).on_conflict_do_nothing(index_elements=["device_id", "epoch", "seq"])
+        stmt = (upsert_insert(conn, readings).on_conflict_do_nothing(index_elements=["device_id", "epoch", "seq"])
                 .returning(readings.c.id, readings.c.device_id, readings.c.epoch, readings.c.seq))
         new = {(d, int(e), int(q)): int(rid) for rid, d, e, q in conn.execute(stmt, rows).all()}
         # The devices' newest-reading rows, in this transaction (cloud_bridge/store/device_latest.py).
@@ -178,7 +174,7 @@ def store_status(conn: Connection, msg: Message, device_id: str, now: datetime) 
     online = text == "online"
     if device_id not in _devices_and_bindings(conn, {device_id}):
         return Outcome(msg, "ignored", device_id, reason=UNKNOWN_DEVICE)
-    stmt = _insert(conn, device_status).values(device_id=device_id, online=online, changed_at=now)
+    stmt = upsert_insert(conn, device_status).values(device_id=device_id, online=online, changed_at=now)
     stmt = stmt.on_conflict_do_update(
         index_elements=["device_id"], set_={"online": online, "changed_at": now},
         where=device_status.c.online != online)
@@ -205,7 +201,7 @@ def store_telemetry(conn: Connection, msg: Message, device_id: str, now: datetim
            "last_error": clean_text(t.last_error, 500), "cpu_temp_c": t.cpu_temp_c,
            "free_disk_bytes": t.free_disk_bytes, "disk_full": t.disk_full, "model": clean_text(t.model, 128) or "",
            "version": clean_text(t.version, 64) or "", "last_seq": t.last_seq, "commands_refused": t.commands_refused}
-    stmt = _insert(conn, device_telemetry).values(**row)
+    stmt = upsert_insert(conn, device_telemetry).values(**row)
     # A retained message delivered again, or an older one arriving late, never replaces a newer one.
     stmt = stmt.on_conflict_do_update(index_elements=["device_id"], set_={k: v for k, v in row.items()
                                                                           if k != "device_id"},
@@ -255,7 +251,7 @@ def bump_counters(conn: Connection, shard: str, counts: Counter[str], now: datet
     for name, n in sorted(counts.items()):  # sorted: two workers never lock rows in opposite order
         if not n:
             continue
-        stmt = _insert(conn, counters).values(name=name, shard=shard, value=n, updated_at=now)
+        stmt = upsert_insert(conn, counters).values(name=name, shard=shard, value=n, updated_at=now)
         stmt = stmt.on_conflict_do_update(
             index_elements=["name", "shard"],
             set_={"value": counters.c.value + stmt.excluded.value, "updated_at": now})

@@ -28,9 +28,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, exists, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from cloud_bridge.settlement.settings import SettlementSection
+from cloud_bridge.store.engine import upsert_insert
 from cloud_bridge.store.tables import bindings, corrections, photo_readings, readings, settlements, submissions
 from contract import settlement as rules
 from contract.payloads import format_utc
@@ -256,10 +256,6 @@ def settle_rows(rows: Sequence[Row], billed: Billed | None, limits: SettlementSe
     return out
 
 
-def _insert(conn: Connection) -> Any:
-    return (postgresql.insert(settlements) if conn.dialect.name == "postgresql" else sqlite.insert(settlements))
-
-
 def write_results(conn: Connection, meter_serial: str, results: Sequence[Result], now: datetime) -> int:
     """Upsert the rows that changed; returns how many were written."""
     if not results:
@@ -277,7 +273,7 @@ def write_results(conn: Connection, meter_serial: str, results: Sequence[Result]
                for r in sorted(results, key=lambda r: r.reading_id)
                if have.get(r.reading_id) != (r.state, r.reason, r.value, r.correction_id)]
     if changed:
-        stmt = _insert(conn)
+        stmt = upsert_insert(conn, settlements)
         stmt = stmt.on_conflict_do_update(index_elements=["reading_id"], set_={
             c: stmt.excluded[c] for c in ("meter_serial", "state", "reason", "value", "correction_id", "updated_at")})
         conn.execute(stmt, changed)

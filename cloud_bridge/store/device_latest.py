@@ -30,9 +30,9 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Subquery, and_, bindparam, case, delete, func, literal, or_, select, true
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Subquery, and_, bindparam, case, delete, func, literal, or_, select
 
+from cloud_bridge.store.engine import upsert_insert
 from cloud_bridge.store.tables import device_latest, readings
 
 REBUILD_CHUNK = 1000
@@ -143,14 +143,12 @@ def latest_from_readings(device_ids: Iterable[str] | None = None) -> Subquery:
             .select_from(per_device)
             .join(newest_ids, newest_ids.c.device_id == per_device.c.device_id)
             .join(last, last.c.id == newest_ids.c.last_id)
-            .where(true())
             .subquery("latest_from_readings"))
 
 
 def _lock(conn: Connection, ids: list[str]) -> dict[str, Any]:
     """Create the devices' rows where missing, lock them in device order, return them by device."""
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    conn.execute(insert(device_latest).on_conflict_do_nothing(index_elements=["device_id"]),
+    conn.execute(upsert_insert(conn, device_latest).on_conflict_do_nothing(index_elements=["device_id"]),
                  [{"device_id": d, "n": 0, "not_ok_n": 0} for d in ids])
     return {r["device_id"]: r for r in conn.execute(
         select(device_latest).where(device_latest.c.device_id.in_(ids)).order_by(device_latest.c.device_id)

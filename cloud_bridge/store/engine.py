@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,11 @@ READ_ONLY = "meter_read_only"
 
 class StoreError(RuntimeError):
     """The database cannot be used as it is; the message says what to do."""
+
+
+def upsert_insert(conn: Connection, table: Table) -> Any:
+    """An INSERT into `table` for `conn`'s database that takes ON CONFLICT … (PostgreSQL or SQLite)."""
+    return postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
 
 
 def normalise_url(url: str) -> str:

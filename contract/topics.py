@@ -104,6 +104,12 @@ HA_ENTITIES: tuple[tuple[str, str], ...] = (
     ("sensor", "value"))
 
 
+def device_retained(device_id: str) -> list[str]:
+    """What stays retained for a device apart from its HA discovery configs: its status (and last will),
+    telemetry, state, and the bridge's dashboard state of it. Retiring a device clears these."""
+    return [status(device_id), telemetry(device_id), state(device_id), device_state(device_id)]
+
+
 def ha_configs(device_id: str) -> list[str]:
     """Every discovery config topic of HA_ENTITIES for this device."""
     return [ha_config(component, device_id, object_id) for component, object_id in HA_ENTITIES]

@@ -210,8 +210,7 @@ def retire_device_on_broker(admin: DynSecAdmin, device_id: str) -> list[str]:
     remove_account(admin, device_id)
     time.sleep(0.3)  # the kicked device's last will (`offline`, retained) lands before we clear it
     found = admin.retained(f"{topics.HA_DISCOVERY_PREFIX}/+/{device_id}/+/config")
-    cleared = [topics.status(device_id), topics.telemetry(device_id), topics.state(device_id),
-               topics.device_state(device_id), *sorted(found)]
+    cleared = [*topics.device_retained(device_id), *sorted(found)]
     admin.clear_retained(cleared)
     return cleared
 

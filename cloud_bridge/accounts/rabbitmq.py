@@ -109,8 +109,7 @@ _WILDCARD_OR_LOOPBACK = {"", "::", "0.0.0.0", "127.0.0.1", "::1"}
 def retired_topics(device_id: str) -> list[str]:
     """What a retired device leaves retained: its status (and last will), telemetry, state, the bridge's
     dashboard state of it (not retained on RabbitMQ, cleared all the same) and its HA discovery configs."""
-    return [topics.status(device_id), topics.telemetry(device_id), topics.state(device_id),
-            topics.device_state(device_id), *topics.ha_configs(device_id)]
+    return [*topics.device_retained(device_id), *topics.ha_configs(device_id)]
 
 
 def role_of(name: str, tags: list[str], topic_perms: dict[str, Any] | None) -> str:

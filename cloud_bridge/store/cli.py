@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 
 import click
+from sqlalchemy import select
 
 from cloud_bridge.cli_common import fail, load_config
+from cloud_bridge.store.device_latest import rebuild
 from cloud_bridge.store.engine import (
     StoreError,
     current_revision,
     head_revision,
     make_engine,
+    open_existing_store,
     require_existing,
     upgrade,
 )
+from cloud_bridge.store.tables import devices
 
 
 @click.group("db")
@@ -72,12 +76,6 @@ def rebuild_latest_cmd(ctx: click.Context, chunk: int) -> None:
     when readings were stored by something that did not keep that table: workers of a version before
     0008_device_latest still running while `db upgrade` ran, or a restore of the readings alone. Safe
     while workers run (each device's row is locked while it is rebuilt); a scan of every reading."""
-    from sqlalchemy import select
-
-    from cloud_bridge.store.device_latest import rebuild
-    from cloud_bridge.store.engine import open_existing_store
-    from cloud_bridge.store.tables import devices
-
     cfg = load_config(ctx)
     try:
         engine = open_existing_store(cfg.database_url, migrate=False)

@@ -33,10 +33,12 @@ class Recipe:
 
     def replace(self, **changes: Any) -> Recipe:
         """A copy with ``changes``; on an ensemble they reach its members too (``--epochs 1`` for a smoke
-        run trains every member one epoch)."""
+        run trains every member one epoch). A new seed moves every member's seed by as much, so the
+        members stay different networks."""
         if self.members and "members" not in changes:
-            own = {k: v for k, v in changes.items() if k != "name"}
-            changes = {**changes, "members": tuple(m.replace(**own) for m in self.members)}
+            own = {k: v for k, v in changes.items() if k not in ("name", "seed")}
+            shift = int(changes["seed"]) - self.seed if "seed" in changes else 0
+            changes = {**changes, "members": tuple(m.replace(**own, seed=m.seed + shift) for m in self.members)}
         return dataclasses.replace(self, **changes)
 
     def describe(self) -> dict[str, Any]:

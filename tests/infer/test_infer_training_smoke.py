@@ -87,3 +87,6 @@ def test_an_ensemble_is_one_int8_model_whose_logits_are_its_members_mean(tmp_pat
     smoke = RECIPES["v3e"].replace(epochs=1, sim=0, sim_misplaced=0)
     assert [(m.epochs, m.sim, m.sim_misplaced) for m in smoke.members] == [(1, 0, 0), (1, 0, 0)]
     assert [m.seed for m in smoke.members] == [RECIPES["v2nb"].seed, RECIPES["v2nb-s2"].seed]
+    # a new seed (train --seed) keeps the members apart: the same seed twice would be one network twice
+    reseeded = RECIPES["v3e"].replace(seed=7)
+    assert [m.seed for m in reseeded.members] == [7, 7 + RECIPES["v2nb-s2"].seed - RECIPES["v2nb"].seed]

@@ -166,19 +166,15 @@ def int8_fold(name: str, out_dir: Path, temperature: float, pool: DigitSet, grou
     import keras
 
     from meter_vision.infer.model import DigitModel
-    from meter_vision.infer.preprocess import normalize_windows
-    from training.export import to_int8_tflite, write_model
-    from training.model import for_device
+    from training.export import device_int8, write_model
     from training.train import COLOR, HEIGHT, WIDTH
 
     model = keras.models.load_model(out_dir / f"fold-{name}.keras", compile=False)
-    shipped, normalize = for_device(model, temperature)
     rng = np.random.default_rng(1)
     seen = [i for i, g in enumerate(pool.groups) if g not in groups]
     cal = to_model_input([pool.images[i] for i in rng.choice(seen, 600, replace=False)], WIDTH, HEIGHT, COLOR)
-    if normalize:
-        cal = normalize_windows(cal, normalize["epsilon"])
-    path = write_model(out_dir / f"int8-{name}", to_int8_tflite(shipped, cal),
+    tflite, normalize = device_int8(model, temperature, cal)
+    path = write_model(out_dir / f"int8-{name}", tflite,
                        {"schema": 1, "model_id": f"cv-{name}",
                         "input": {"width": WIDTH, "height": HEIGHT, "color": COLOR,
                                   **({"normalize": normalize} if normalize else {})},

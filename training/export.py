@@ -10,6 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from meter_vision.infer.preprocess import normalize_windows
+from training.model import for_device
+
 
 def to_int8_tflite(model: Any, calibration: np.ndarray) -> bytes:
     """Quantize weights and activations to int8, input and output tensors included.
@@ -35,6 +38,16 @@ def to_int8_tflite(model: Any, calibration: np.ndarray) -> bytes:
         conv.inference_output_type = tf.int8
         data: bytes = conv.convert()
     return data
+
+
+def device_int8(model: Any, temperature: float, calibration: np.ndarray) -> tuple[bytes, dict[str, Any] | None]:
+    """The trained model as the device runs it (`training.model.for_device`: temperature baked in, a
+    contrast layer left to the device's preprocessing), in int8, its ranges calibrated on `calibration`
+    (float 0..255 crops) prepared the same way; and the sidecar's `input.normalize` entry (None: none)."""
+    shipped, normalize = for_device(model, temperature)
+    if normalize:
+        calibration = normalize_windows(calibration, normalize["epsilon"])
+    return to_int8_tflite(shipped, calibration), normalize
 
 
 def write_model(out_dir: Path, tflite: bytes, sidecar: dict[str, Any], name: str = "digits") -> Path:

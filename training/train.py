@@ -238,20 +238,14 @@ def main(argv: list[str] | None = None) -> int:
     log.info("training on %d real + %d simulated crops (%.0fs)", len(real_files), len(sim), time.time() - t0)
     model = fit(pool, recipe, threads=args.threads)
 
-    from meter_vision.infer.preprocess import normalize_windows
-    from training.model import for_device
-
-    shipped, normalize = for_device(model, temperature)
     # Calibrate the int8 ranges on clean, un-augmented crops from every group.
     rng = np.random.default_rng(recipe.seed)
     weights = sampling_weights(pool.groups, pool.values)
     cal_idx = rng.choice(len(pool), size=min(600, len(pool)), replace=False, p=weights)
     calibration = to_model_input([pool.images[i] for i in cal_idx], WIDTH, HEIGHT, COLOR)
-    if normalize:
-        calibration = normalize_windows(calibration, normalize["epsilon"])
-    from training.export import to_int8_tflite, write_model
+    from training.export import device_int8, write_model
 
-    tflite = to_int8_tflite(shipped, calibration)
+    tflite, normalize = device_int8(model, temperature, calibration)
     fp = fingerprint(root, real_files, extra=f"sim:{len(sim)}:seed{recipe.sim_seed}:recipe:{recipe.describe()}")
     keep = ("evaluated", "folds", "groups", "water", "all", "temperature", "threshold", "epochs")
     summary: dict[str, Any] = {k: cv[k] for k in keep if k in cv}
